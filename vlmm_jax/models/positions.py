@@ -1,0 +1,161 @@
+"""Positions: the decoder's 3D M-RoPE ids and the vision tower's window layout.
+
+`rope_index` is pure `jnp` (jit-able with traced grids): it reproduces Qwen2.5-VL's
+`get_rope_index` without a Python loop over tokens. Worked example (merge 2, one video of
+grid t=2, h=4, w=4 -> 2x2x2 = 8 visual tokens, 2 text tokens before, 1 after, interval 2):
+
+    tokens      a  b  V V V V V V V V  c
+    t           0  1  2 2 2 2 4 4 4 4  5      (time: 2 + floor(frame * interval))
+    h           0  1  2 2 3 3 2 2 3 3  5
+    w           0  1  2 3 2 3 2 3 2 3  5      ("max" advance: c = 1 + max over the item + 1)
+
+`vision_layout` is host-side NumPy: the window reordering of Qwen2.5-VL's vision tower depends on
+the grid sizes, which fix array shapes, so it is computed once per batch shape, outside `jit`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlmm_jax.models.config import ModelConfig, VisionConfig
+
+
+def _item_positions(is_tok, grid_thw, interval, merge, advance):
+    """Per-token (t, h, w) offsets and the position advance for one modality.
+
+    Args:
+      is_tok: `[B, L]` bool, the modality's placeholder tokens (valid ones only).
+      grid_thw: `[M, 3]` int grids of the M items, in order of appearance (row-major over B).
+      interval: `[M]` float, temporal position step per grid (tokens_per_second * seconds).
+    Returns:
+      thw `[3, B, L]` int offsets (0 off the modality) and advance `[B, L]` int (non-zero only on
+      an item's last token: how far the text position moves past the item).
+    """
+    b, l = is_tok.shape
+    prev = jnp.pad(is_tok, ((0, 0), (1, 0)))[:, :-1]
+    start = (is_tok & ~prev).reshape(-1)
+    flat = is_tok.reshape(-1)
+    item = jnp.clip(jnp.cumsum(start) - 1, 0, grid_thw.shape[0] - 1)
+    count = jnp.cumsum(flat) - 1
+    offset = count - jax.lax.cummax(jnp.where(start, count, -1))
+    grid = grid_thw.astype(jnp.int32)[item]  # [B*L, 3]
+    gt, gh, gw = grid[:, 0], grid[:, 1] // merge, grid[:, 2] // merge
+    step = interval.astype(jnp.float32)[item]
+    ti = offset // (gh * gw)
+    t_pos = jnp.floor(ti.astype(jnp.float32) * step).astype(jnp.int32)
+    h_pos = (offset // gw) % gh
+    w_pos = offset % gw
+    if advance == "max":
+        t_max = jnp.floor((gt - 1).astype(jnp.float32) * step).astype(jnp.int32)
+        extent = jnp.maximum(t_max, jnp.maximum(gh, gw) - 1) + 1
+    else:  # "spatial": transformers >= 5
+        extent = jnp.maximum(gh, gw)
+    is_last = flat & (offset == gt * gh * gw - 1)
+    thw = jnp.stack([t_pos, h_pos, w_pos]) * flat[None]
+    adv = jnp.where(is_last, extent, 0)
+    return thw.reshape(3, b, l), adv.reshape(b, l)
+
+
+def rope_index(
+    input_ids: jax.Array,
+    config: ModelConfig,
+    *,
+    attention_mask: jax.Array | None = None,
+    image_grid_thw: jax.Array | None = None,
+    video_grid_thw: jax.Array | None = None,
+    second_per_grid_ts: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """3D M-RoPE position ids, as Qwen2.5-VL's `get_rope_index`.
+
+    Args:
+      input_ids: `[B, L]` token ids with image/video placeholder tokens expanded.
+      attention_mask: `[B, L]` 1 for real tokens, 0 for padding (left or right).
+      image_grid_thw / video_grid_thw: `[M, 3]` patch grids (before merging), in order.
+      second_per_grid_ts: `[M_video]` seconds per temporal grid (default 1.0).
+
+    Returns:
+      position_ids `[3, B, L]` int32 (padding gets 0) and rope_deltas `[B, 1]`: the offset to add
+      to a cache slot index to get the text position of a generated token (max + 1 - L).
+    """
+    b, l = input_ids.shape
+    valid = jnp.ones((b, l), bool) if attention_mask is None else attention_mask.astype(bool)
+    merge = config.vision.spatial_merge_size
+    advance = config.vision_position_advance
+    thw = jnp.zeros((3, b, l), jnp.int32)
+    adv = valid.astype(jnp.int32)  # text tokens advance by one
+    if image_grid_thw is not None and image_grid_thw.shape[0]:
+        is_img = valid & (input_ids == config.image_token_id)
+        ones = jnp.ones((image_grid_thw.shape[0],), jnp.float32)
+        i_thw, i_adv = _item_positions(is_img, jnp.asarray(image_grid_thw), ones, merge, advance)
+        thw, adv = thw + i_thw, jnp.where(is_img, i_adv, adv)
+    if video_grid_thw is not None and video_grid_thw.shape[0]:
+        is_vid = valid & (input_ids == config.video_token_id)
+        spg = (
+            jnp.ones((video_grid_thw.shape[0],), jnp.float32)
+            if second_per_grid_ts is None
+            else jnp.asarray(second_per_grid_ts, jnp.float32).reshape(-1)
+        )
+        interval = jnp.float32(config.vision.tokens_per_second) * spg
+        v_thw, v_adv = _item_positions(is_vid, jnp.asarray(video_grid_thw), interval, merge, advance)
+        thw, adv = thw + v_thw, jnp.where(is_vid, v_adv, adv)
+    base = jnp.cumsum(adv, axis=1) - adv  # exclusive prefix sum: the text position counter
+    positions = jnp.where(valid[None], base[None] + thw, 0).astype(jnp.int32)
+    row_max = jnp.max(jnp.where(valid[None], positions, -1), axis=(0, 2))
+    deltas = (jnp.maximum(row_max, 0) + 1 - l)[:, None]
+    return positions, deltas.astype(jnp.int32)
+
+
+def text_positions(slots: jax.Array, rope_deltas: jax.Array) -> jax.Array:
+    """`[3, B, T]` positions of text tokens written at cache `slots` `[B, T]` after a prefill."""
+    return jnp.broadcast_to((slots + rope_deltas)[None], (3, *slots.shape)).astype(jnp.int32)
+
+
+def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict[str, np.ndarray]:
+    """Window reordering, rotary positions and attention segments of the vision tower.
+
+    Qwen2.5-VL runs its blocks on patches grouped by attention window (windows of
+    `window_size // patch_size // merge` merged tokens per side, ragged at the grid edge), and
+    restores the original merged-token order after the merger.
+
+    Args:
+      grid_thw: `[M, 3]` patch grids of all images and videos in the batch, in input order.
+
+    Returns:
+      dict of int32 arrays: `patch_order [P]` (window order -> input patch index),
+      `merged_inverse [P/4]` (undo the order after merging), `rope_hw [P, 2]` (row and column of
+      each patch, in window order), `window_segments [P]` and `frame_segments [P]` (1-based ids of
+      the window / temporal slice of each patch, in window order).
+    """
+    grid_thw = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    m, mu = config.spatial_merge_size, config.merge_unit
+    vws = config.window_size // m // config.patch_size
+    window_index, window_id, frame_id, rope_hw = [], [], [], []
+    offset = windows = frames = 0
+    for t, h, w in grid_thw.tolist():
+        if h % m or w % m:
+            raise ValueError(f"grid {(t, h, w)}: height and width must be multiples of {m}")
+        lh, lw = h // m, w // m
+        nwh, nww = lh // vws + 1, lw // vws + 1  # as the reference: always one padded window
+        padded = np.full((t, nwh * vws, nww * vws), -1, np.int64)
+        padded[:, :lh, :lw] = np.arange(t * lh * lw).reshape(t, lh, lw)
+        win = padded.reshape(t, nwh, vws, nww, vws).transpose(0, 1, 3, 2, 4).reshape(t, -1)
+        wid = np.repeat(np.arange(t * nwh * nww).reshape(t, nwh * nww), vws * vws, axis=1)
+        keep = win >= 0
+        window_index.append(win[keep] + offset)
+        window_id.append(wid[keep] + windows)
+        frame_id.append(win[keep] // (lh * lw) + frames)
+        hpos, wpos = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        blocks = lambda a: a.reshape(lh, m, lw, m).transpose(0, 2, 1, 3).reshape(-1)  # noqa: E731
+        rope_hw.append(np.tile(np.stack([blocks(hpos), blocks(wpos)], -1), (t, 1)))
+        offset, windows, frames = offset + t * lh * lw, windows + t * nwh * nww, frames + t
+    window_index = np.concatenate(window_index)
+    patch_order = (window_index[:, None] * mu + np.arange(mu)).reshape(-1)
+    return {
+        "patch_order": patch_order.astype(np.int32),
+        "merged_inverse": np.argsort(window_index).astype(np.int32),
+        "rope_hw": np.concatenate(rope_hw)[patch_order].astype(np.int32),
+        "window_segments": (np.repeat(np.concatenate(window_id), mu) + 1).astype(np.int32),
+        "frame_segments": (np.repeat(np.concatenate(frame_id), mu) + 1).astype(np.int32),
+    }

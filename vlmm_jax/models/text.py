@@ -1,0 +1,158 @@
+"""Qwen2 decoder with M-RoPE and an explicit KV cache.
+
+The cache is a plain pytree (see `init_cache`); a call with `cache` writes its `T` new keys and
+values at slot `cache["index"]` and returns the updated cache, so prefill (T = prompt length) and
+decode (T = 1) are the same code path.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vlmm_jax.models.attention import attention
+from vlmm_jax.models.config import ModelConfig
+from vlmm_jax.models.layers import GatedMLP, RMSNorm, apply_rotary, constrain, param, stack_layers
+
+Cache = dict[str, jax.Array]
+
+
+def init_cache(config: ModelConfig, batch: int, max_length: int, dtype=jnp.float32) -> Cache:
+    """An empty cache: `k`/`v` `[L, B, S, K, H]`, `segment_ids` `[B, S]` (0 = empty), `index`."""
+    t = config.text
+    shape = (t.num_layers, batch, max_length, t.num_kv_heads, t.resolved_head_dim)
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "segment_ids": jnp.zeros((batch, max_length), jnp.int32),
+        "index": jnp.zeros((), jnp.int32),
+    }
+
+
+CACHE_AXES = {
+    "k": ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
+    "v": ("layers", "batch", "cache_length", "kv_heads", "head_dim"),
+    "segment_ids": ("batch", "cache_length"),
+    "index": (),
+}
+
+
+def mrope_angles(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
+    """cos, sin `[B, T, H]` (fp32) for 3D positions `[3, B, T]`.
+
+    Frequency j (of H/2) rotates with the time, height or width position according to
+    `mrope_section` (e.g. 16/24/24): the same split the reference applies to cos and sin.
+    """
+    t = config.text
+    h = t.resolved_head_dim
+    inv_freq = 1.0 / (t.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))  # [H/2]
+    axis_of_freq = jnp.repeat(jnp.arange(3), jnp.asarray(t.mrope_section), total_repeat_length=h // 2)
+    pos = positions.astype(jnp.float32)[axis_of_freq]  # [H/2, B, T]
+    angles = jnp.moveaxis(pos, 0, -1) * inv_freq  # [B, T, H/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+class DecoderLayer(nn.Module):
+    config: ModelConfig
+    dtype: jnp.dtype
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, layer_cache, cos, sin, q_seg, kv_seg, q_slots, kv_slots):
+        """x `[B, T, D]`; layer_cache {k, v: `[B, S, K, H]`} or None.
+
+        Returns (x, this step's {k, v} `[B, T, K, H]` to write into the cache, or None).
+        """
+        t = self.config.text
+        n, k_heads, h, d = t.num_heads, t.num_kv_heads, t.resolved_head_dim, t.hidden_size
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        zeros = nn.initializers.zeros
+        y = RMSNorm(t.rms_norm_eps, name="input_norm", **kw)(x)
+        wq = param(self, "q", (d, n, h), ("embed", "heads", "head_dim"))
+        wk = param(self, "k", (d, k_heads, h), ("embed", "kv_heads", "head_dim"))
+        wv = param(self, "v", (d, k_heads, h), ("embed", "kv_heads", "head_dim"))
+        bq = param(self, "q_bias", (n, h), ("heads", "head_dim"), zeros)
+        bk = param(self, "k_bias", (k_heads, h), ("kv_heads", "head_dim"), zeros)
+        bv = param(self, "v_bias", (k_heads, h), ("kv_heads", "head_dim"), zeros)
+        q = jnp.einsum("BTD,DNH->BTNH", y, wq.astype(self.dtype)) + bq.astype(self.dtype)
+        k = jnp.einsum("BTD,DKH->BTKH", y, wk.astype(self.dtype)) + bk.astype(self.dtype)
+        v = jnp.einsum("BTD,DKH->BTKH", y, wv.astype(self.dtype)) + bv.astype(self.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q = constrain(q, ("batch", "length", "heads", "head_dim"))
+        new_kv = None
+        if layer_cache is not None:  # attend to the cache with this step's keys written in
+            new_kv = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
+            start = (0, q_slots[0, 0], 0, 0)
+            k = jax.lax.dynamic_update_slice(layer_cache["k"], new_kv["k"], start).astype(self.dtype)
+            v = jax.lax.dynamic_update_slice(layer_cache["v"], new_kv["v"], start).astype(self.dtype)
+        o = attention(
+            q,
+            k,
+            v,
+            segment_ids=q_seg,
+            kv_segment_ids=kv_seg,
+            causal=True,
+            q_positions=q_slots,
+            kv_positions=kv_slots,
+            implementation=self.config.attention_implementation,
+        )
+        wo = param(self, "o", (n, h, d), ("heads", "head_dim", "embed"))
+        x = x + jnp.einsum("BTNH,NHD->BTD", o, wo.astype(self.dtype))
+        y = RMSNorm(t.rms_norm_eps, name="post_attention_norm", **kw)(x)
+        x = x + GatedMLP(t.intermediate_size, name="mlp", **kw)(y)
+        return constrain(x, ("batch", "length", "embed")), new_kv
+
+
+class Decoder(nn.Module):
+    """Embedded tokens `[B, T, D]` -> final-norm hidden states `[B, T, D]` (+ updated cache)."""
+
+    config: ModelConfig
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids, cache: Cache | None = None):
+        """x `[B, T, D]`; positions `[3, B, T]`; segment_ids `[B, T]` (0 = padding)."""
+        t = self.config.text
+        b, length = segment_ids.shape
+        cos, sin = mrope_angles(positions, self.config)
+        if cache is None:
+            q_slots = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+            kv_seg, kv_slots, layer_caches = segment_ids, q_slots, None
+        else:
+            idx = cache["index"]
+            q_slots = jnp.broadcast_to(idx + jnp.arange(length, dtype=jnp.int32), (b, length))
+            kv_seg = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, idx))
+            s = kv_seg.shape[1]
+            kv_slots = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+            layer_caches = {"k": cache["k"], "v": cache["v"]}  # read-only inside the layers
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        layer = stack_layers(
+            DecoderLayer,
+            num=t.num_layers,
+            scan=self.config.scan_layers,
+            remat=self.config.remat_policy,
+            in_axes=(0,) + (nn.broadcast,) * 6,
+        )
+        args = (cos, sin, segment_ids, kv_seg, q_slots, kv_slots)
+        if self.config.scan_layers:
+            x, new = layer(self.config, name="layers", **kw)(x, layer_caches, *args)
+        else:
+            news = []
+            for i in range(t.num_layers):
+                lc = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
+                x, new_kv = layer(self.config, name=f"layers_{i}", **kw)(x, lc, *args)
+                news.append(new_kv)
+            new = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *news)
+        x = RMSNorm(t.rms_norm_eps, name="norm", **kw)(x)
+        if cache is not None:  # write only the T new slots of every layer: [L, B, T, K, H]
+            at = (0, 0, cache["index"], 0, 0)
+            cache = {
+                "k": jax.lax.dynamic_update_slice(cache["k"], new["k"], at),
+                "v": jax.lax.dynamic_update_slice(cache["v"], new["v"], at),
+                "segment_ids": kv_seg,
+                "index": cache["index"] + length,
+            }
+        return x, cache
