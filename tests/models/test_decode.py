@@ -1,0 +1,68 @@
+"""The KV-cache path (prefill, then one token at a time) equals the full forward."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.models.conftest import Prompt, batch_inputs
+from vlmm_jax.models import Qwen2_5_VL, init_cache, init_params, vision_layout
+from vlmm_jax.models.config import tiny
+
+NEW_TOKENS = 16
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_greedy_decode_equals_teacher_forced_argmax(scan_layers):
+    config = tiny().replace(scan_layers=scan_layers)
+    model = Qwen2_5_VL(config)
+    params = init_params(model, jax.random.key(0))
+    # Two left-padded video prompts of different lengths.
+    inputs = batch_inputs([
+        Prompt(0).text(3).video(4, 4, 6, seconds_per_grid=1.0).text(2),
+        Prompt(1).text(1).video(2, 4, 4, seconds_per_grid=0.5).text(3),
+    ])
+    layout = vision_layout(inputs["video_grid_thw"], config.vision)
+    vision = dict(
+        pixel_values_videos=jnp.asarray(inputs["pixel_values_videos"]),
+        video_grid_thw=jnp.asarray(inputs["video_grid_thw"]),
+        second_per_grid_ts=jnp.asarray(inputs["second_per_grid_ts"]),
+        vision_layout=layout,
+    )
+    ids, mask = jnp.asarray(inputs["input_ids"]), jnp.asarray(inputs["attention_mask"])
+    b, prompt_len = ids.shape
+
+    @jax.jit
+    def prefill(params, ids, mask):
+        cache = init_cache(config, b, prompt_len + NEW_TOKENS)
+        return model.apply({"params": params}, ids, mask, cache=cache, **vision)
+
+    @jax.jit
+    def step(params, token, cache, deltas):
+        return model.apply({"params": params}, token, jnp.ones_like(token), cache=cache,
+                           rope_deltas=deltas)
+
+    out = prefill(params, ids, mask)
+    cache, deltas = out.cache, out.rope_deltas
+    token = jnp.argmax(out.logits[:, -1], -1)[:, None]
+    generated, step_logits = [token], [out.logits[:, -1]]
+    for _ in range(NEW_TOKENS - 1):
+        o = step(params, token, cache, deltas)
+        cache, token = o.cache, jnp.argmax(o.logits[:, -1], -1)[:, None]
+        generated.append(token)
+        step_logits.append(o.logits[:, -1])
+    generated = jnp.concatenate(generated, 1)
+
+    @jax.jit
+    def full(params, ids, mask):
+        return model.apply({"params": params}, ids, mask, **vision).logits
+
+    seq = jnp.concatenate([ids, generated], 1)
+    full_mask = jnp.concatenate([mask, jnp.ones_like(generated)], 1)
+    logits = full(params, seq, full_mask)
+    teacher_forced = jnp.argmax(logits[:, prompt_len - 1 : -1], -1)
+    np.testing.assert_array_equal(np.asarray(generated), np.asarray(teacher_forced))
+    np.testing.assert_allclose(
+        np.stack(step_logits, 1), np.asarray(logits[:, prompt_len - 1 : -1]), atol=1e-4
+    )
+    assert int(cache["index"]) == prompt_len + NEW_TOKENS - 1
