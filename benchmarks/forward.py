@@ -1,0 +1,163 @@
+"""Forward throughput (tokens/s): our jitted Qwen2.5-VL against transformers' eager model.
+
+Same random weights (built with transformers, loaded with `from_pretrained`), same inputs:
+a batch of video prompts, 8 frames at 112x112 each (64 visual tokens) plus text. Prints JSON;
+`speedup` > 1 means vlmm_jax is faster.
+
+    python benchmarks/forward.py [--batch 4] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+
+from vlmm_jax.models import from_pretrained, vision_layout
+
+VOCAB = 4096
+IMAGE, VIDEO, VSTART, VEND = VOCAB - 2, VOCAB - 1, VOCAB - 4, VOCAB - 3
+
+
+def hf_model(seed=0):
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=VOCAB,
+            hidden_size=256,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1e4},
+            bos_token_id=None,
+            eos_token_id=0,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            depth=4,
+            hidden_size=128,
+            intermediate_size=256,
+            num_heads=4,
+            out_hidden_size=256,
+            fullatt_block_indexes=[1, 3],
+            window_size=112,
+            tokens_per_second=2,
+        ),
+        image_token_id=IMAGE,
+        video_token_id=VIDEO,
+        vision_start_token_id=VSTART,
+        vision_end_token_id=VEND,
+    )
+    torch.manual_seed(seed)
+    return transformers.Qwen2_5_VLForConditionalGeneration._from_config(
+        config, attn_implementation="sdpa", dtype=torch.float32
+    ).eval()
+
+
+def inputs(batch, frames=8, side=112, text=64, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = (frames // 2, side // 14, side // 14)
+    n_vis = int(np.prod(grid)) // 4
+    rows = [
+        np.concatenate(
+            [
+                rng.integers(1, VOCAB - 8, text // 2),
+                [VSTART],
+                np.full(n_vis, VIDEO),
+                [VEND],
+                rng.integers(1, VOCAB - 8, text // 2),
+            ]
+        )
+        for _ in range(batch)
+    ]
+    ids = np.stack(rows).astype(np.int64)
+    grids = np.array([grid] * batch, np.int64)
+    pixels = rng.normal(size=(int(np.prod(grids, 1).sum()), 1176)).astype(np.float32)
+    return ids, grids, pixels
+
+
+def timeit(fn, repeats):
+    fn()  # warm-up (compilation for jax)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    ids, grids, pixels = inputs(args.batch)
+    spg = np.ones(args.batch, np.float32)
+    hf = hf_model()
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        model, params = from_pretrained(d, vision_position_advance="spatial")  # as transformers 5
+    layout = vision_layout(grids, model.config.vision)
+
+    @jax.jit
+    def forward(params, ids, pixels):
+        return model.apply(
+            {"params": params},
+            ids,
+            pixel_values_videos=pixels,
+            video_grid_thw=grids,
+            second_per_grid_ts=spg,
+            vision_layout=layout,
+        ).logits
+
+    j_ids, j_pix = jnp.asarray(ids), jnp.asarray(pixels)
+    ours_s = timeit(lambda: forward(params, j_ids, j_pix).block_until_ready(), args.repeats)
+    t_in = dict(
+        input_ids=torch.from_numpy(ids),
+        pixel_values_videos=torch.from_numpy(pixels),
+        video_grid_thw=torch.from_numpy(grids),
+        second_per_grid_ts=torch.from_numpy(spg),
+        mm_token_type_ids=torch.from_numpy((ids == VIDEO).astype(np.int32) * 2),
+    )
+    with torch.no_grad():
+        hf_s = timeit(lambda: hf(**t_in).logits, args.repeats)
+        max_diff = float(
+            np.abs(hf(**t_in).logits.numpy() - np.asarray(forward(params, j_ids, j_pix))).max()
+        )
+    tokens = ids.size
+    print(
+        json.dumps(
+            {
+                "benchmark": "forward",
+                "machine": f"{platform.machine()} {jax.devices()[0].device_kind}",
+                "torch_threads": torch.get_num_threads(),
+                "config": {
+                    "decoder_layers": 4,
+                    "width": 256,
+                    "vision_blocks": 4,
+                    "frames": 8,
+                    "frame_px": 112,
+                    "batch": args.batch,
+                    "tokens_per_row": ids.shape[1],
+                },
+                "vlmm_jax_tokens_per_s": round(tokens / ours_s, 1),
+                "transformers_eager_tokens_per_s": round(tokens / hf_s, 1),
+                "speedup": round(hf_s / ours_s, 3),
+                "max_abs_logit_diff": max_diff,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
