@@ -1,0 +1,415 @@
+"""The Qwen chat format, tokenization with an assistant loss mask, and model-ready samples.
+
+A rendered conversation, as Qwen2.5-VL's chat template writes it (default system prompt when the
+first turn is not a system turn; one placeholder per image / video):
+
+    <|im_start|>system
+    You are a helpful assistant.<|im_end|>
+    <|im_start|>user
+    <|vision_start|><|video_pad|><|vision_end|>How many ...?<|im_end|>
+    <|im_start|>assistant
+    <think>...</think><answer>3</answer><|im_end|>
+
+Tokenization then expands each `<|video_pad|>` to `t*h*w / merge**2` copies (one per merged
+visual token), as transformers' Qwen2.5-VL processor does. The loss mask is 1 on the assistant's
+content tokens and its closing `<|im_end|>` (not on the role header, nor the newline after
+`<|im_end|>`), the tokens an SFT trainer learns to produce; a next-token loss uses
+`loss_mask[:, 1:]` as the weight of predicting `input_ids[:, 1:]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import av
+import jax
+import numpy as np
+
+from vlmm_jax.data.records import AnnotationError, Example
+from vlmm_jax.data.tokenizer import Tokenizer
+from vlmm_jax.data.video import FPS, FPS_MAX_FRAMES, FPS_MIN_FRAMES, load_video
+from vlmm_jax.data.vision_processing import (
+    IMAGE_MAX_PIXELS,
+    IMAGE_MIN_PIXELS,
+    VIDEO_MIN_PIXELS,
+    VIDEO_TOTAL_PIXELS,
+    process_images,
+    process_video,
+)
+from vlmm_jax.models.config import ModelConfig
+from vlmm_jax.models.positions import rope_index
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
+MODES = ("sft", "rl")
+
+
+# ----------------------------------------------------------------------------- rendering
+def _is_image(part: Mapping[str, Any]) -> bool:
+    return part.get("type") == "image" or "image" in part or "image_url" in part
+
+
+def _is_video(part: Mapping[str, Any]) -> bool:
+    return part.get("type") == "video" or "video" in part
+
+
+def _render(
+    messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool, add_vision_id: bool
+) -> tuple[str, list[tuple[int, int]]]:
+    """The chat text and the character spans `[start, end)` of each assistant turn's content
+    plus its `<|im_end|>`."""
+    out: list[str] = []
+    spans: list[tuple[int, int]] = []
+    n = 0  # characters written so far
+    images = videos = 0
+
+    def emit(s: str) -> None:
+        nonlocal n
+        out.append(s)
+        n += len(s)
+
+    for i, message in enumerate(messages):
+        role, content = message["role"], message["content"]
+        if i == 0 and role != "system":
+            emit(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n")
+        emit(f"<|im_start|>{role}\n")
+        start = n
+        if isinstance(content, str):
+            emit(content)
+        else:
+            for part in content:
+                if _is_image(part):
+                    images += 1
+                    emit((f"Picture {images}: " if add_vision_id else "") + IMAGE_PLACEHOLDER)
+                elif _is_video(part):
+                    videos += 1
+                    emit((f"Video {videos}: " if add_vision_id else "") + VIDEO_PLACEHOLDER)
+                elif "text" in part:
+                    emit(part["text"])
+        emit("<|im_end|>")
+        if role == "assistant":
+            spans.append((start, n))
+        emit("\n")
+    if add_generation_prompt:
+        emit("<|im_start|>assistant\n")
+    return "".join(out), spans
+
+
+def render_chat(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = False,
+    add_vision_id: bool = False,
+) -> str:
+    """The text of Qwen2.5-VL's chat template for `messages` (one pad token per visual item).
+
+    Args:
+      messages: `{"role": "system" | "user" | "assistant", "content": str | [part, ...]}` where a
+        part is `{"type": "video"}`, `{"type": "image"}` or `{"type": "text", "text": ...}`.
+      add_generation_prompt: end with `<|im_start|>assistant\\n` (prompts for generation).
+      add_vision_id: prefix items with "Picture k: " / "Video k: " (the template's option).
+    """
+    return _render(messages, add_generation_prompt, add_vision_id)[0]
+
+
+def _expand(ids, mask, pad_id: int, counts: Sequence[int], what: str):
+    where = np.flatnonzero(ids == pad_id)
+    if len(where) != len(counts):
+        raise ValueError(
+            f"tokenize_chat: the messages hold {len(where)} {what} placeholders but "
+            f"{len(counts)} {what} token counts were given"
+        )
+    if not len(where):
+        return ids, mask
+    reps = np.ones(len(ids), np.int64)
+    reps[where] = np.asarray(counts, np.int64)
+    return np.repeat(ids, reps), np.repeat(mask, reps)
+
+
+def tokenize_chat(
+    messages: Sequence[Mapping[str, Any]],
+    tokenizer: Tokenizer,
+    *,
+    image_tokens: Sequence[int] = (),
+    video_tokens: Sequence[int] = (),
+    add_generation_prompt: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and assistant loss mask of a conversation, visual placeholders expanded.
+
+    Args:
+      messages: as `render_chat`.
+      tokenizer: a `Tokenizer` (Qwen's special tokens).
+      image_tokens / video_tokens: merged visual tokens of each image / video, in order of
+        appearance (`num_visual_tokens(grid)`).
+      add_generation_prompt: as `render_chat`.
+
+    Returns:
+      input_ids `int32 [L]` and loss_mask `bool [L]` (True on assistant content + `<|im_end|>`).
+    """
+    text, spans = _render(messages, add_generation_prompt, False)
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    mask = np.zeros(len(ids), bool)
+    for start, end in spans:  # a token counts when it starts inside the span
+        mask |= (offsets[:, 0] >= start) & (offsets[:, 0] < end)
+    ids, mask = _expand(ids, mask, tokenizer.image_pad_id, image_tokens, "image")
+    ids, mask = _expand(ids, mask, tokenizer.video_pad_id, video_tokens, "video")
+    return ids.astype(np.int32), mask
+
+
+def num_visual_tokens(grid_thw: Sequence[int] | np.ndarray, merge_size: int = 2) -> int:
+    """Merged visual tokens of one item of patch grid `(t, h, w)`: `t*h*w / merge_size**2`."""
+    t, h, w = (int(x) for x in np.asarray(grid_thw).reshape(3))
+    return t * h * w // merge_size**2
+
+
+# ----------------------------------------------------------------------------- positions
+@functools.partial(jax.jit, static_argnums=1)
+def _rope_jit(ids, config, mask, image_grid_thw, video_grid_thw, second_per_grid_ts):
+    return rope_index(
+        ids,
+        config,
+        attention_mask=mask,
+        image_grid_thw=image_grid_thw,
+        video_grid_thw=video_grid_thw,
+        second_per_grid_ts=second_per_grid_ts,
+    )[0]
+
+
+def sample_positions(
+    input_ids: np.ndarray,
+    config: ModelConfig,
+    *,
+    image_grid_thw: np.ndarray | None = None,
+    video_grid_thw: np.ndarray | None = None,
+    second_per_grid_ts: np.ndarray | None = None,
+    length_multiple: int = 256,
+) -> np.ndarray:
+    """M-RoPE positions `int32 [3, L]` of one sample: the model's `rope_index`, run on the host.
+
+    Runs on the CPU backend (grain workers and the host never touch the accelerator); the
+    length is padded to a multiple of `length_multiple` so few programs are compiled.
+    """
+    ids = np.asarray(input_ids, np.int32).reshape(-1)
+    n = len(ids)
+    padded = -(-max(n, 1) // length_multiple) * length_multiple
+    ids_p = np.zeros((1, padded), np.int32)
+    ids_p[0, :n] = ids
+    mask = np.zeros((1, padded), np.int32)
+    mask[0, :n] = 1
+
+    def grid(g):
+        return None if g is None or not len(g) else np.asarray(g, np.int32).reshape(-1, 3)
+
+    spg = None if second_per_grid_ts is None else np.asarray(second_per_grid_ts, np.float32)
+    cpu = jax.local_devices(backend="cpu")[0]
+    with jax.default_device(cpu):
+        pos = _rope_jit(ids_p, config, mask, grid(image_grid_thw), grid(video_grid_thw), spg)
+    return np.asarray(pos)[:, 0, :n]
+
+
+# ----------------------------------------------------------------------------- examples
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VisionOptions:
+    """How videos and images are sampled and resized (see `load_video`, `process_video`)."""
+
+    fps: float = FPS  # frames sampled per second of video
+    nframes: int | None = None  # a fixed frame count instead (overrides fps)
+    min_frames: int = FPS_MIN_FRAMES
+    max_frames: int = FPS_MAX_FRAMES
+    min_pixels: int = VIDEO_MIN_PIXELS  # per-frame pixel budget of videos
+    max_pixels: int | None = None  # None: qwen_vl_utils' cap, shrinking with the frame count
+    total_pixels: int = VIDEO_TOTAL_PIXELS  # per-video pixel budget
+    image_min_pixels: int = IMAGE_MIN_PIXELS
+    image_max_pixels: int = IMAGE_MAX_PIXELS
+
+
+DEFAULT_VISION = VisionOptions()
+
+
+def sft_response(example: Example) -> str:
+    """The SFT target: `<think>{chain_of_thought}</think><answer>{answer}</answer>`, or just the
+    answer tags when the example has no chain of thought."""
+    answer = f"<answer>{example.answer}</answer>"
+    if example.chain_of_thought is None:
+        return answer
+    return f"<think>{example.chain_of_thought}</think>{answer}"
+
+
+def example_messages(
+    example: Example,
+    *,
+    response: str | None = None,
+    think: bool = True,
+    system_prompt: str | None = SYSTEM_PROMPT,
+) -> list[dict[str, Any]]:
+    """The conversation of `example`: [system], user (visual item then prompt), [assistant]."""
+    parts: list[dict[str, Any]] = []
+    if example.video is not None:
+        parts.append({"type": "video", "video": example.video})
+    elif example.image is not None:
+        parts.append({"type": "image", "image": example.image})
+    parts.append({"type": "text", "text": example.prompt(think=think)})
+    messages: list[dict[str, Any]] = []
+    if system_prompt is not None:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": parts})
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def _read_image(path: str) -> np.ndarray:
+    from PIL import Image  # only image examples need PIL
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def load_visual(
+    example: Example, options: VisionOptions = DEFAULT_VISION, *, temporal_patch_size: int = 2
+) -> dict[str, np.ndarray]:
+    """Decodes and processes the example's video (or image).
+
+    Returns:
+      `{"pixel_values_videos" [P, C], "video_grid_thw" [1, 3], "second_per_grid_ts" [1]}` for a
+      video (seconds per grid = temporal_patch_size / sample_fps), `{"pixel_values",
+      "image_grid_thw"}` for an image, `{}` for text only.
+
+    Raises:
+      AnnotationError: kind `missing_media` (no file) or `bad_media` (not decodable); the
+        message names the example's source and the file.
+    """
+    path = example.video if example.video is not None else example.image
+    if path is None:
+        return {}
+    try:
+        if example.video is not None:
+            frames, sample_fps = load_video(
+                path,
+                fps=options.fps,
+                nframes=options.nframes,
+                min_frames=options.min_frames,
+                max_frames=options.max_frames,
+            )
+            pixels, grid = process_video(
+                frames,
+                min_pixels=options.min_pixels,
+                max_pixels=options.max_pixels,
+                total_pixels=options.total_pixels,
+                temporal_patch_size=temporal_patch_size,
+            )
+            spg = np.asarray([temporal_patch_size / sample_fps], np.float32)
+            return {
+                "pixel_values_videos": pixels,
+                "video_grid_thw": grid,
+                "second_per_grid_ts": spg,
+            }
+        pixels, grid = process_images(
+            [_read_image(path)],
+            min_pixels=options.image_min_pixels,
+            max_pixels=options.image_max_pixels,
+            temporal_patch_size=temporal_patch_size,
+        )
+        return {"pixel_values": pixels, "image_grid_thw": grid}
+    except FileNotFoundError as e:
+        kind, err = "missing_media", e
+    except (ValueError, OSError, av.FFmpegError) as e:  # PyAV / PIL decode failures
+        kind, err = "bad_media", e
+    if not os.path.exists(path):
+        kind = "missing_media"
+    raise AnnotationError(
+        example.source or example.id, f"cannot read media {path}: {err}", kind=kind
+    ) from err
+
+
+def build_sample(
+    example: Example,
+    tokenizer: Tokenizer,
+    config: ModelConfig,
+    *,
+    mode: str = "sft",
+    options: VisionOptions = DEFAULT_VISION,
+    visual: Mapping[str, np.ndarray] | None = None,
+    think: bool | None = None,
+    system_prompt: str | None = SYSTEM_PROMPT,
+) -> dict[str, Any]:
+    """One model-ready sample of `example`.
+
+    Args:
+      example: the record.
+      tokenizer: its ids must match `config` (`config.replace(**tokenizer.model_token_ids())`).
+      config: the model config (vision sizes, token ids, position rules).
+      mode: "sft" (prompt + `sft_response` target, loss on the response) or "rl" (prompt
+        ending with the generation prompt `<|im_start|>assistant\\n`, loss mask all 0).
+      options: video / image sampling.
+      visual: already decoded `load_visual` output (skips decoding).
+      think: ask for <think> reasoning in the prompt; default: in SFT, when the example has a
+        chain of thought; in RL, always.
+      system_prompt: None uses the template's default system turn.
+
+    Returns:
+      dict with `input_ids int32 [L]`, `loss_mask bool [L]`, `position_ids int32 [3, L]`, the
+      visual arrays of `load_visual` (`pixel_values_videos [P, C]`, `video_grid_thw [1, 3]`,
+      `second_per_grid_ts [1]`, or `pixel_values`, `image_grid_thw`), `num_tokens`,
+      `num_patches`, `id`, `source` and `example` (the record, for rewards).
+    """
+    if mode not in MODES:
+        raise ValueError(f"build_sample: mode must be one of {MODES}, got {mode!r}")
+    if tokenizer.video_pad_id != config.video_token_id or (
+        tokenizer.image_pad_id != config.image_token_id
+    ):
+        raise ValueError(
+            "build_sample: tokenizer and model config disagree on the visual token ids "
+            f"(tokenizer image/video {tokenizer.image_pad_id}/{tokenizer.video_pad_id}, config "
+            f"{config.image_token_id}/{config.video_token_id}); build the config with "
+            "config.replace(**tokenizer.model_token_ids())"
+        )
+    v = config.vision
+    if visual is None:
+        visual = load_visual(example, options, temporal_patch_size=v.temporal_patch_size)
+    visual = dict(visual)
+    if think is None:
+        think = mode == "rl" or example.chain_of_thought is not None
+    response = sft_response(example) if mode == "sft" else None
+    messages = example_messages(
+        example, response=response, think=think, system_prompt=system_prompt
+    )
+    merge = v.spatial_merge_size
+    grids = {k: visual.get(f"{k}_grid_thw") for k in ("image", "video")}
+    counts = {
+        k: [num_visual_tokens(g, merge) for g in (np.zeros((0, 3)) if grid is None else grid)]
+        for k, grid in grids.items()
+    }
+    ids, mask = tokenize_chat(
+        messages,
+        tokenizer,
+        image_tokens=counts["image"],
+        video_tokens=counts["video"],
+        add_generation_prompt=mode == "rl",
+    )
+    positions = sample_positions(
+        ids,
+        config,
+        image_grid_thw=grids["image"],
+        video_grid_thw=grids["video"],
+        second_per_grid_ts=visual.get("second_per_grid_ts"),
+    )
+    num_patches = sum(
+        len(visual[k]) for k in ("pixel_values", "pixel_values_videos") if k in visual
+    )
+    return {
+        "input_ids": ids,
+        "loss_mask": mask,
+        "position_ids": positions,
+        **visual,
+        "num_tokens": len(ids),
+        "num_patches": num_patches,
+        "id": example.id,
+        "source": example.source,
+        "example": example,
+    }
