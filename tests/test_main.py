@@ -13,8 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def launch(*args, workdir):
-    cmd = [sys.executable, "-m", "vlmm_jax.main", "--config=configs/demo.py",
-           f"--workdir={workdir}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vlmm_jax.main",
+        "--config=configs/demo.py",
+        f"--workdir={workdir}",
+        *args,
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 

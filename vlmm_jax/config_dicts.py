@@ -14,10 +14,22 @@ import ml_collections
 
 from vlmm_jax.models.config import PRESETS, ModelConfig, TextConfig, VisionConfig
 
-_RUNTIME = ("dtype", "param_dtype", "scan_layers", "remat_policy", "attention_implementation",
-            "vision_position_advance")
-_TOKENS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
-           "eos_token_id", "pad_token_id")
+_RUNTIME = (
+    "dtype",
+    "param_dtype",
+    "scan_layers",
+    "remat_policy",
+    "attention_implementation",
+    "vision_position_advance",
+)
+_TOKENS = (
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "eos_token_id",
+    "pad_token_id",
+)
 
 
 def _fields(obj) -> dict:
@@ -51,7 +63,72 @@ def build_model_config(cd: ml_collections.ConfigDict) -> ModelConfig:
     if unknown:
         raise ValueError(f"config.model: unknown field(s) {unknown}")
     tuples = {"mrope_section", "fullatt_block_indexes"}
-    text = TextConfig(**{k: tuple(v) if k in tuples else v for k, v in d.items() if k in text_names})
+    text = TextConfig(
+        **{k: tuple(v) if k in tuples else v for k, v in d.items() if k in text_names}
+    )
     vis = VisionConfig(**{k: tuple(v) if k in tuples else v for k, v in vision.items()})
     rest = {k: v for k, v in d.items() if k in _RUNTIME or k in _TOKENS}
     return ModelConfig(text=text, vision=vis, **rest)
+
+
+def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
+    """Every field an SFT recipe has, with a comment each; recipes override what they change."""
+    from vlmm_jax.training.mesh import DEFAULT_RULES
+
+    c = ml_collections.ConfigDict()
+    c.job = "sft"  # vlmm_jax.main.JOBS entry
+    c.stage = "sft"  # name in results.json and of the checkpoint folder
+    c.seed = 0  # parameter init and the train state's RNG
+    c.model = model_config_dict(preset)
+    c.init_from = ""  # a Hugging Face checkpoint directory; empty: random init
+    c.multihost = False  # jax.distributed.initialize() (also when JAX_COORDINATOR_ADDRESS is set)
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})  # -1: the rest
+    c.logical_axis_rules = [list(r) for r in DEFAULT_RULES]  # logical name -> mesh axes
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "random"  # vlmm_jax.training.data_sources.SOURCES entry
+    c.data.batch_size = 8  # global rows per optimizer step
+    c.data.micro_batches = 1  # gradient accumulation: micro-batches per step (inside the jit)
+    c.data.seed = 0  # shuffling
+    c.data.num_workers = 0  # grain worker processes decoding in parallel
+    c.data.num_examples = 256  # random source: examples per epoch
+    c.data.video_grid = (2, 4, 4)  # random source: (t, h, w) patch grid of each video
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 1e-3  # peak
+    c.optimizer.schedule = "cosine"  # cosine | linear | constant after warmup
+    c.optimizer.warmup_steps = 10
+    c.optimizer.total_steps = 100  # schedule length (normally train.steps)
+    c.optimizer.end_lr_ratio = 0.1  # final lr / peak (cosine, linear)
+    c.optimizer.max_grad_norm = 1.0  # global-norm clipping; 0 disables
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.95
+    c.optimizer.eps = 1e-8
+    c.optimizer.weight_decay = 0.01  # AdamW, matrices only
+    c.optimizer.freeze = ()  # parts to freeze: vision, merger, llm, embeddings, or regexes
+
+    c.lora = ml_collections.ConfigDict()
+    c.lora.enabled = False  # train low-rank adapters only; the base model stays frozen
+    c.lora.targets = r"^decoder/layers.*/(q|k|v|o|mlp/(gate|up|down))$"  # regex over param paths
+    c.lora.rank = 8  # r: the adapters' inner size
+    c.lora.alpha = 16.0  # the update is scaled by alpha / rank
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 100
+    c.train.log_every = 1  # steps between metric lines
+    c.train.eval_every = 50  # steps between evals on the validation split; 0 disables
+    c.train.eval_batches = 2  # validation batches per eval
+    c.train.train_on_prompt = False  # also learn prompt tokens (never visual placeholders)
+    c.train.max_consecutive_nan = 5  # stop after this many skipped (non-finite) steps in a row
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 50  # steps between saves (and the last step)
+    c.checkpoint.keep_last = 2
+    c.checkpoint.best_metric = "eval_loss"  # also keep the best by this eval figure; "" disables
+    c.checkpoint.best_mode = "min"
+    c.checkpoint.keep_best = 1
+    c.checkpoint.async_save = True
+
+    c.export_hf_dir = ""  # write a Hugging Face checkpoint here at the end; empty: don't
+    c.export_dtype = ""  # e.g. bfloat16; empty: the parameter dtype
+    return c

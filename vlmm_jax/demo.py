@@ -1,4 +1,4 @@
-"""The placeholder main job: a tiny random Video-LMM reads a rendered video and decodes a few tokens.
+"""The placeholder main job: a tiny random Video-LMM reads a rendered video, decodes tokens.
 
 It exercises the whole model path (pixels -> vision tower -> merged tokens -> decoder -> KV-cache
 decoding) and prints the shapes; the SFT -> GRPO -> test-time-scaling pipeline replaces it.
@@ -38,11 +38,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     video = moving_square_video(config.frames, config.frame_size, config.seed)
     pixels, grid = process_video(video, min_pixels=28 * 28, max_pixels=config.frame_size**2)
     n_visual = int(np.prod(grid)) // model_config.vision.merge_unit
-    ids = np.concatenate([
-        [1, 2, 3, model_config.vision_start_token_id],
-        np.full(n_visual, model_config.video_token_id),
-        [model_config.vision_end_token_id, 4, 5],
-    ])[None].astype(np.int32)
+    ids = np.concatenate(
+        [
+            [1, 2, 3, model_config.vision_start_token_id],
+            np.full(n_visual, model_config.video_token_id),
+            [model_config.vision_end_token_id, 4, 5],
+        ]
+    )[None].astype(np.int32)
     layout = vision_layout(grid, model_config.vision)
     batch, prompt_len = ids.shape
     max_len = prompt_len + config.new_tokens
@@ -50,8 +52,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     @jax.jit
     def prefill(params, ids, pixels):
         cache = init_cache(model_config, batch, max_len, jnp.dtype(model_config.dtype))
-        return model.apply({"params": params}, ids, pixel_values_videos=pixels,
-                           video_grid_thw=grid, cache=cache, vision_layout=layout)
+        return model.apply(
+            {"params": params},
+            ids,
+            pixel_values_videos=pixels,
+            video_grid_thw=grid,
+            cache=cache,
+            vision_layout=layout,
+        )
 
     @jax.jit
     def step(params, token, cache, deltas):

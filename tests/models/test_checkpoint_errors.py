@@ -21,7 +21,9 @@ def test_missing_tensor(hf_dir, tmp_path):
     tensors = load_file(path)
     del tensors["model.layers.1.self_attn.k_proj.weight"]
     save_file(tensors, path)
-    with pytest.raises(ValueError, match=r"missing tensor model\.layers\.1\.self_attn\.k_proj\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing tensor model\.layers\.1\.self_attn\.k_proj\.weight"
+    ):
         from_pretrained(str(tmp_path / "ckpt"))
 
 

@@ -18,10 +18,12 @@ def test_greedy_decode_equals_teacher_forced_argmax(scan_layers):
     model = Qwen2_5_VL(config)
     params = init_params(model, jax.random.key(0))
     # Two left-padded video prompts of different lengths.
-    inputs = batch_inputs([
-        Prompt(0).text(3).video(4, 4, 6, seconds_per_grid=1.0).text(2),
-        Prompt(1).text(1).video(2, 4, 4, seconds_per_grid=0.5).text(3),
-    ])
+    inputs = batch_inputs(
+        [
+            Prompt(0).text(3).video(4, 4, 6, seconds_per_grid=1.0).text(2),
+            Prompt(1).text(1).video(2, 4, 4, seconds_per_grid=0.5).text(3),
+        ]
+    )
     layout = vision_layout(inputs["video_grid_thw"], config.vision)
     vision = dict(
         pixel_values_videos=jnp.asarray(inputs["pixel_values_videos"]),
@@ -39,8 +41,9 @@ def test_greedy_decode_equals_teacher_forced_argmax(scan_layers):
 
     @jax.jit
     def step(params, token, cache, deltas):
-        return model.apply({"params": params}, token, jnp.ones_like(token), cache=cache,
-                           rope_deltas=deltas)
+        return model.apply(
+            {"params": params}, token, jnp.ones_like(token), cache=cache, rope_deltas=deltas
+        )
 
     out = prefill(params, ids, mask)
     cache, deltas = out.cache, out.rope_deltas
@@ -66,3 +69,49 @@ def test_greedy_decode_equals_teacher_forced_argmax(scan_layers):
         np.stack(step_logits, 1), np.asarray(logits[:, prompt_len - 1 : -1]), atol=1e-4
     )
     assert int(cache["index"]) == prompt_len + NEW_TOKENS - 1
+
+
+def test_per_row_visual_pixels_equal_flat_inputs():
+    """The batched vision path (per-row padded pixels) gives the flat path's logits."""
+    from vlmm_jax.models.positions import rope_index, row_vision_inputs
+
+    config = tiny()
+    model = Qwen2_5_VL(config)
+    params = init_params(model, jax.random.key(1))
+    prompts = [
+        Prompt(0).text(2).video(2, 4, 6, seconds_per_grid=0.5).text(2).image(4, 4).text(1),
+        Prompt(1).text(3).image(6, 4).text(2),
+    ]
+    inputs = batch_inputs(prompts)
+    flat = model.apply(
+        {"params": params},
+        jnp.asarray(inputs["input_ids"]),
+        jnp.asarray(inputs["attention_mask"]),
+        pixel_values=jnp.asarray(inputs["pixel_values"]),
+        image_grid_thw=inputs["image_grid_thw"],
+        pixel_values_videos=jnp.asarray(inputs["pixel_values_videos"]),
+        video_grid_thw=inputs["video_grid_thw"],
+        second_per_grid_ts=inputs["second_per_grid_ts"],
+    ).logits
+    # Row 0: video then image; row 1: image. Slice the flat pixel arrays per item.
+    img, vid = inputs["pixel_values"], inputs["pixel_values_videos"]
+    rows = [[(vid[:48], (2, 4, 6)), (img[:16], (1, 4, 4))], [(img[16:40], (1, 6, 4))]]
+    pixels, layout = row_vision_inputs(rows, config.vision, num_patches=80)
+    positions, _ = rope_index(
+        jnp.asarray(inputs["input_ids"]),
+        config,
+        attention_mask=jnp.asarray(inputs["attention_mask"]),
+        image_grid_thw=jnp.asarray(inputs["image_grid_thw"]),
+        video_grid_thw=jnp.asarray(inputs["video_grid_thw"]),
+        second_per_grid_ts=jnp.asarray(inputs["second_per_grid_ts"]),
+    )
+    batched = model.apply(
+        {"params": params},
+        jnp.asarray(inputs["input_ids"]),
+        jnp.asarray(inputs["attention_mask"]),
+        position_ids=positions,
+        visual_pixels=jnp.asarray(pixels),
+        vision_layout=jax.tree.map(jnp.asarray, layout),
+    ).logits
+    mask = inputs["attention_mask"].astype(bool)
+    np.testing.assert_allclose(np.asarray(batched)[mask], np.asarray(flat)[mask], atol=1e-5)

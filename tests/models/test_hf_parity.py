@@ -4,19 +4,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # noqa: E402
+import transformers  # noqa: E402  (the conftest skips the module when it is missing)
 
 from tests.models.conftest import Prompt, batch_inputs, hf_logits
 from vlmm_jax.models import from_pretrained, save_pretrained
-
-import transformers  # noqa: E402  (the conftest skips the module when it is missing)
-import torch  # noqa: E402
 
 TOL = 1e-4
 
 
 def ours(model, params, inputs):
     """Our logits, jitted: grids are closed over as constants (they fix the window layout)."""
-    arrays = {k: jnp.asarray(v) for k, v in inputs.items() if k.startswith(("input", "attention", "pixel"))}
+    arrays = {
+        k: jnp.asarray(v)
+        for k, v in inputs.items()
+        if k.startswith(("input", "attention", "pixel"))
+    }
     static = {k: v for k, v in inputs.items() if k not in arrays}
     fn = jax.jit(lambda p, a: model.apply({"params": p}, **a, **static).logits)
     return np.asarray(fn(params, arrays))
@@ -81,9 +84,13 @@ def test_export_round_trip(tmp_path, loaded, dtype):
     save_pretrained(model, params, str(tmp_path), dtype=dtype, max_shard_bytes=200_000)
     assert (tmp_path / "model.safetensors.index.json").exists()  # several shards
     torch_dtype = getattr(torch, dtype)
-    hf = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        str(tmp_path), attn_implementation="eager", dtype=torch_dtype
-    ).float().eval()
+    hf = (
+        transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            str(tmp_path), attn_implementation="eager", dtype=torch_dtype
+        )
+        .float()
+        .eval()
+    )
     inputs = batch_inputs(CASES["image_and_video"]())
     reloaded, reloaded_params = from_pretrained(str(tmp_path), dtype="float32")
     ours_f32 = ours(reloaded, reloaded_params, inputs)

@@ -60,8 +60,8 @@ def attention(
       q_positions / kv_positions: `[B, T]` / `[B, S]` slot indices for the causal mask
         (default `arange`); decode steps pass the cache slots they write.
       sm_scale: softmax scale, default `1/sqrt(H)`.
-      implementation: "xla" (the reference), "pallas" (the kernels in `vlmm_jax.kernels`), or
-        "auto" (Pallas on TPU/GPU, XLA on CPU).
+      implementation: "xla" (the reference), "pallas" (the kernels in `vlmm_jax.kernels`; in
+        interpret mode on CPU, for tests), or "auto" (Pallas on TPU/GPU, XLA on CPU).
 
     Returns:
       `[B, T, N, H]` in q's dtype; rows with no visible key are zeros.
@@ -86,8 +86,19 @@ def attention(
             q, k, v, segment_ids, kv_segment_ids, q_positions, kv_positions, causal, scale
         )
     if implementation == "pallas":
-        raise NotImplementedError(
-            "implementation='pallas' is wired in with the Pallas kernels (vlmm_jax.kernels); "
-            "use implementation='xla' until then"
+        from vlmm_jax.kernels import flash_attention  # Pallas imports only when used
+
+        # The kernels attend equal ids; padding (0) must match nothing, queries or keys.
+        return flash_attention(
+            q,
+            k,
+            v,
+            segment_ids=jnp.where(segment_ids == 0, -1, segment_ids),
+            kv_segment_ids=jnp.where(kv_segment_ids == 0, -2, kv_segment_ids),
+            causal=causal,
+            sm_scale=scale,
+            q_positions=q_positions,
+            kv_positions=kv_positions,
+            interpret=jax.default_backend() == "cpu",  # the only way Pallas runs on a CPU
         )
     raise ValueError(f"unknown attention implementation {implementation!r}")

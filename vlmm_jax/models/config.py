@@ -318,13 +318,18 @@ def from_hf_dict(hf: Mapping[str, Any], *, source: str = "config.json") -> Model
 
 
 def to_hf_dict(config: ModelConfig) -> dict[str, Any]:
-    """The `config.json` contents for `config` (the transformers >= 5 layout, v4 fields mirrored)."""
+    """`config.json` contents for `config`: the transformers 5 layout, v4 fields mirrored."""
     v, t = config.vision, config.text
-    eos = list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else (
-        config.eos_token_id
+    eos = (
+        list(config.eos_token_id)
+        if isinstance(config.eos_token_id, tuple)
+        else (config.eos_token_id)
     )
-    rope = {"rope_type": "default", "mrope_section": list(t.mrope_section),
-            "rope_theta": t.rope_theta}
+    rope = {
+        "rope_type": "default",
+        "mrope_section": list(t.mrope_section),
+        "rope_theta": t.rope_theta,
+    }
     text = {
         "model_type": "qwen2_5_vl_text",
         "vocab_size": t.vocab_size,

@@ -28,7 +28,8 @@ from vlmm_jax.models.config import ModelConfig, load_hf_config, to_hf_dict
 from vlmm_jax.models.qwen2_5_vl import Qwen2_5_VL, abstract_params
 
 # Layouts: how an HF weight (torch Linear: [out, in]) becomes our kernel of `shape`.
-#   "copy": same layout; "bias": a flat [out] bias split into our head dims; "linear": [out, in] -> [in, out...] (transpose, then split the out dim);
+#   "copy": same layout; "bias": a flat [out] bias split into our head dims;
+#   "linear": [out, in] -> [in, out...] (transpose, then split the out dim);
 #   "linear_in": [out, in...] with the *input* split into our leading dims (o_proj, attn.proj);
 #   "conv": Conv3d [D, C, T, P, P] -> [C*T*P*P, D].
 _TEXT = [
@@ -172,7 +173,9 @@ class _SafetensorsDir:
 
 
 def _flatten(tree) -> dict[str, object]:
-    return {"/".join(k.key for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        "/".join(k.key for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def _unflatten(flat: dict[str, object]) -> dict:
@@ -303,18 +306,24 @@ def save_pretrained(
     for ours, hf, layout, layer in _rows(config):
         if ours not in flat:
             raise ValueError(f"params have no entry {ours!r} (needed for {hf})")
-        shape = flat[ours].shape[1:] if config.scan_layers and layer is not None else flat[ours].shape
+        shape = (
+            flat[ours].shape[1:] if config.scan_layers and layer is not None else flat[ours].shape
+        )
         nbytes = int(np.prod(shape)) * out_dtype.itemsize
         if size and size + nbytes > max_shard_bytes:
             shard_of.append(len(plan))
             size = 0
         size += nbytes
-        plan.append((ours, hf, layout, layer, conv_shape if layout == "conv" else _hf_shape(layout, shape)))
+        plan.append(
+            (ours, hf, layout, layer, conv_shape if layout == "conv" else _hf_shape(layout, shape))
+        )
     bounds = [0, *shard_of, len(plan)]
     n = len(bounds) - 1
-    names = ["model.safetensors"] if n == 1 else [
-        f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)
-    ]
+    names = (
+        ["model.safetensors"]
+        if n == 1
+        else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    )
     weight_map, total = {}, 0
     for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True):
         shard = {}

@@ -98,7 +98,9 @@ def rope_index(
             else jnp.asarray(second_per_grid_ts, jnp.float32).reshape(-1)
         )
         interval = jnp.float32(config.vision.tokens_per_second) * spg
-        v_thw, v_adv = _item_positions(is_vid, jnp.asarray(video_grid_thw), interval, merge, advance)
+        v_thw, v_adv = _item_positions(
+            is_vid, jnp.asarray(video_grid_thw), interval, merge, advance
+        )
         thw, adv = thw + v_thw, jnp.where(is_vid, v_adv, adv)
     base = jnp.cumsum(adv, axis=1) - adv  # exclusive prefix sum: the text position counter
     positions = jnp.where(valid[None], base[None] + thw, 0).astype(jnp.int32)
@@ -146,9 +148,9 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict[str, np.nd
         window_index.append(win[keep] + offset)
         window_id.append(wid[keep] + windows)
         frame_id.append(win[keep] // (lh * lw) + frames)
-        hpos, wpos = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        blocks = lambda a: a.reshape(lh, m, lw, m).transpose(0, 2, 1, 3).reshape(-1)  # noqa: E731
-        rope_hw.append(np.tile(np.stack([blocks(hpos), blocks(wpos)], -1), (t, 1)))
+        hw = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1)  # [h, w, 2]
+        hw = hw.reshape(lh, m, lw, m, 2).transpose(0, 2, 1, 3, 4).reshape(-1, 2)  # merge blocks
+        rope_hw.append(np.tile(hw, (t, 1)))
         offset, windows, frames = offset + t * lh * lw, windows + t * nwh * nww, frames + t
     window_index = np.concatenate(window_index)
     patch_order = (window_index[:, None] * mu + np.arange(mu)).reshape(-1)
@@ -159,3 +161,42 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict[str, np.nd
         "window_segments": (np.repeat(np.concatenate(window_id), mu) + 1).astype(np.int32),
         "frame_segments": (np.repeat(np.concatenate(frame_id), mu) + 1).astype(np.int32),
     }
+
+
+def row_vision_inputs(
+    rows: list[list[tuple[np.ndarray, tuple[int, int, int]]]],
+    config: VisionConfig,
+    num_patches: int | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-row vision inputs for the batched path (`visual_pixels=`).
+
+    Args:
+      rows: for each batch row, its items in order of appearance: `(pixels [p, C], (t, h, w))`.
+      num_patches: the padded patch count P per row (a multiple of the merge unit; default the
+        largest row, rounded up). Padding is one dummy item per row whose tokens are never used.
+
+    Returns:
+      visual_pixels `[B, P, C]` float32 and the layout dict of `vision_layout`, each `[B, ...]`.
+    """
+    mu = config.merge_unit
+    sizes = [sum(p.shape[0] for p, _ in row) for row in rows]
+    if num_patches is None:
+        num_patches = max([*sizes, mu])
+        num_patches = -(-num_patches // (2 * mu)) * (2 * mu)
+    if num_patches % mu or any(s > num_patches for s in sizes):
+        raise ValueError(
+            f"num_patches={num_patches} must be a multiple of {mu} and >= every row's "
+            f"patch count {sizes}"
+        )
+    pixels = np.zeros((len(rows), num_patches, config.patch_dim), np.float32)
+    layouts = []
+    for b, row in enumerate(rows):
+        grids = [tuple(int(x) for x in g) for _, g in row]
+        if row:
+            pixels[b, : sizes[b]] = np.concatenate([p for p, _ in row])
+        pad = num_patches - sizes[b]
+        if pad:  # a dummy 1 x m x (pad / m) item; its merged tokens are never placed
+            m = config.spatial_merge_size
+            grids.append((1, m, pad // m))
+        layouts.append(vision_layout(np.array(grids, np.int64).reshape(-1, 3), config))
+    return pixels, {k: np.stack([lay[k] for lay in layouts]) for k in layouts[0]}

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL as a Flax module: vision tower -> visual tokens merged into the text stream -> decoder.
+"""Qwen2.5-VL in Flax: vision tower -> visual tokens merged into the text stream -> decoder.
 
 `model.apply({"params": params}, input_ids=..., attention_mask=..., pixel_values=...,
 image_grid_thw=..., pixel_values_videos=..., video_grid_thw=..., second_per_grid_ts=...)` takes the
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlmm_jax.models.config import ModelConfig
-from vlmm_jax.models.layers import constrain, param
+from vlmm_jax.models.layers import constrain
 from vlmm_jax.models.positions import rope_index, text_positions, vision_layout
 from vlmm_jax.models.text import Cache, Decoder
 from vlmm_jax.models.vision import VisionTower
@@ -51,6 +51,14 @@ def _concrete_grids(*grids) -> np.ndarray:
             )
         parts.append(np.asarray(g).reshape(-1, 3))
     return np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+
+
+def merge_row_visual_tokens(embeds, is_visual, features):
+    """Writes each row's `features [B, M, D]` into `embeds [B, L, D]` at the row's visual
+    placeholder positions `is_visual [B, L]`, in order of appearance."""
+    idx = jnp.clip(jnp.cumsum(is_visual, axis=1) - 1, 0, features.shape[1] - 1)
+    gathered = jnp.take_along_axis(features.astype(embeds.dtype), idx[..., None], axis=1)
+    return jnp.where(is_visual[..., None], gathered, embeds)
 
 
 def merge_visual_tokens(embeds, input_ids, token_id, features):
@@ -108,20 +116,29 @@ class Qwen2_5_VL(nn.Module):
         pixel_values_videos=None,
         video_grid_thw=None,
         vision_layout=None,
+        visual_pixels=None,
     ):
         """Token embeddings `[B, L, D]` with image and video features written in."""
         x = self.embed_tokens.astype(self.dtype)[input_ids]
+        if visual_pixels is not None:  # per-row pixels of all items, in order of appearance
+            feats = self.visual(visual_pixels, vision_layout)  # [B, P/4, D]
+            c = self.config
+            is_visual = (input_ids == c.image_token_id) | (input_ids == c.video_token_id)
+            return merge_row_visual_tokens(x, is_visual, feats)
         pix = [p for p in (pixel_values, pixel_values_videos) if p is not None]
         if not pix:
             return x
         grids = [
-            g for p, g in ((pixel_values, image_grid_thw), (pixel_values_videos, video_grid_thw))
+            g
+            for p, g in ((pixel_values, image_grid_thw), (pixel_values_videos, video_grid_thw))
             if p is not None
         ]
         if vision_layout is None:
             vision_layout = _layout_for(self.config, *grids)
         feats = self.encode_vision(jnp.concatenate(pix, axis=0), layout=vision_layout)
-        n_img = 0 if pixel_values is None else pixel_values.shape[0] // self.config.vision.merge_unit
+        n_img = (
+            0 if pixel_values is None else pixel_values.shape[0] // self.config.vision.merge_unit
+        )
         if pixel_values is not None:
             x = merge_visual_tokens(x, input_ids, self.config.image_token_id, feats[:n_img])
         if pixel_values_videos is not None:
@@ -151,6 +168,7 @@ class Qwen2_5_VL(nn.Module):
         cache: Cache | None = None,
         rope_deltas: jax.Array | None = None,
         vision_layout: dict[str, jax.Array] | None = None,
+        visual_pixels: jax.Array | None = None,
         return_logits: bool = True,
         mm_token_type_ids: Any = None,  # accepted for transformers parity; derived from ids
     ) -> ModelOutput:
@@ -164,19 +182,29 @@ class Qwen2_5_VL(nn.Module):
           segment_ids: `[B, T]` packed-sample ids (0 = padding); default from attention_mask.
           cache: from `init_cache` / a previous call; the T tokens are written at its index.
           rope_deltas: `[B, 1]` from the prefill: marks a decode step (positions = slot + delta).
-          vision_layout: precomputed `positions.vision_layout` of the image then video grids.
+          vision_layout: precomputed `positions.vision_layout` of the image then video grids
+            (or, with `visual_pixels`, `[B, ...]` per-row layouts from `row_vision_inputs`).
+          visual_pixels: `[B, P, C]` per-row patches of every image and video of the row in order
+            of appearance, padded (the batched, shardable alternative to the flat inputs);
+            position_ids must then be given.
           return_logits: False skips the LM head (losses that chunk it themselves).
         """
         del mm_token_type_ids
         b, t = input_ids.shape
         if segment_ids is None:
             segment_ids = (
-                jnp.ones((b, t), jnp.int32) if attention_mask is None
+                jnp.ones((b, t), jnp.int32)
+                if attention_mask is None
                 else attention_mask.astype(jnp.int32)
             )
         x = self.embed(
-            input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
+            input_ids,
+            pixel_values,
+            image_grid_thw,
+            pixel_values_videos,
+            video_grid_thw,
             vision_layout,
+            visual_pixels,
         )
         x = constrain(x, ("batch", "length", "embed"))
         if position_ids is None:
@@ -195,7 +223,9 @@ class Qwen2_5_VL(nn.Module):
                 )
         hidden, cache = self.decoder(x, position_ids, segment_ids, cache)
         logits = self.logits(hidden) if return_logits else None
-        return ModelOutput(logits=logits, cache=cache, rope_deltas=rope_deltas, hidden_states=hidden)
+        return ModelOutput(
+            logits=logits, cache=cache, rope_deltas=rope_deltas, hidden_states=hidden
+        )
 
 
 def _as_array(x):
@@ -209,8 +239,15 @@ def _layout_for(config: ModelConfig, *grids):
 def init_params(model: Qwen2_5_VL, rng: jax.Array, *, boxed: bool = False):
     """Random parameters for `model` (text-only init traces the vision tower too)."""
     v = model.config.vision
-    grid = np.array([[v.temporal_patch_size // v.temporal_patch_size, 2 * v.spatial_merge_size,
-                      2 * v.spatial_merge_size]])
+    grid = np.array(
+        [
+            [
+                v.temporal_patch_size // v.temporal_patch_size,
+                2 * v.spatial_merge_size,
+                2 * v.spatial_merge_size,
+            ]
+        ]
+    )
     n_patches = int(grid.prod())
     ids = np.full((1, n_patches // v.merge_unit + 2), model.config.image_token_id, np.int32)
     pixels = jnp.zeros((n_patches, v.patch_dim), jnp.float32)

@@ -47,7 +47,9 @@ def mrope_angles(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, 
     t = config.text
     h = t.resolved_head_dim
     inv_freq = 1.0 / (t.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))  # [H/2]
-    axis_of_freq = jnp.repeat(jnp.arange(3), jnp.asarray(t.mrope_section), total_repeat_length=h // 2)
+    axis_of_freq = jnp.repeat(
+        jnp.arange(3), jnp.asarray(t.mrope_section), total_repeat_length=h // 2
+    )
     pos = positions.astype(jnp.float32)[axis_of_freq]  # [H/2, B, T]
     angles = jnp.moveaxis(pos, 0, -1) * inv_freq  # [B, T, H/2]
     angles = jnp.concatenate([angles, angles], axis=-1)
@@ -85,8 +87,12 @@ class DecoderLayer(nn.Module):
         if layer_cache is not None:  # attend to the cache with this step's keys written in
             new_kv = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
             start = (0, q_slots[0, 0], 0, 0)
-            k = jax.lax.dynamic_update_slice(layer_cache["k"], new_kv["k"], start).astype(self.dtype)
-            v = jax.lax.dynamic_update_slice(layer_cache["v"], new_kv["v"], start).astype(self.dtype)
+            k = jax.lax.dynamic_update_slice(layer_cache["k"], new_kv["k"], start).astype(
+                self.dtype
+            )
+            v = jax.lax.dynamic_update_slice(layer_cache["v"], new_kv["v"], start).astype(
+                self.dtype
+            )
         o = attention(
             q,
             k,
