@@ -1,0 +1,218 @@
+"""The sampler: shared prefix == naive path, greedy == teacher-forced argmax, stop criteria,
+token-choice methods by hand, and sharded parameters on a fake 8-device mesh."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.inference.conftest import (
+    NO_TOKEN,
+    SINGLE_SPEC,
+    TTS_NEW_TOKENS,
+    TTS_SAMPLES,
+    tiny_config,
+    video_prompts,
+)
+from vlmm_jax.inference import Greedy, MinP, RandomSampling, Sampler, TopK, TopP, log_probs
+from vlmm_jax.inference.tts.generator import DEFAULT_METHOD
+from vlmm_jax.models import vision_layout
+
+NEW = TTS_NEW_TOKENS
+N_SAMPLES = TTS_SAMPLES
+NEVER = {"eos_ids": (NO_TOKEN,), "stop_sequences": [(NO_TOKEN,) * 2]}  # shapes of the stop test
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_model):
+    return Sampler(tiny_model[0], max_new_tokens=NEW)
+
+
+@pytest.fixture(scope="module")
+def greedy(sampler, tiny_model, prompts):
+    return sampler(tiny_model[1], prompts, method=Greedy(), **NEVER)
+
+
+def test_shared_prefix_equals_naive_path(sampler, tiny_model):
+    params = tiny_model[1]
+    prompt = video_prompts(tiny_config(), SINGLE_SPEC, seed=5)
+    rng = jax.random.key(7)
+    shared = sampler(params, prompt, rng=rng, method=DEFAULT_METHOD, num_samples=N_SAMPLES)
+    naive = sampler(
+        params,
+        prompt,
+        rng=rng,
+        method=DEFAULT_METHOD,
+        num_samples=N_SAMPLES,
+        shared_prefix=False,
+    )
+    # Same row ids, different batch composition (1 prompt fanned out vs 4 prompt copies).
+    np.testing.assert_array_equal(np.asarray(shared.tokens), np.asarray(naive.tokens))
+    np.testing.assert_allclose(shared.logprobs, naive.logprobs, atol=1e-4)
+    np.testing.assert_allclose(shared.raw_logprobs, naive.raw_logprobs, atol=1e-4)
+    np.testing.assert_array_equal(shared.lengths, naive.lengths)
+    np.testing.assert_array_equal(shared.done, naive.done)
+    assert shared.tokens.shape == (N_SAMPLES, NEW)
+    # Samples differ (per-row keys), and temperature changes the reported logp.
+    assert len({tuple(r) for r in np.asarray(shared.tokens)}) > 1
+    assert not np.allclose(shared.logprobs, shared.raw_logprobs)
+
+
+def test_greedy_equals_teacher_forced_argmax(greedy, tiny_model, prompts):
+    model, params = tiny_model
+    tokens = np.asarray(greedy.tokens)
+    seq = np.concatenate([prompts["input_ids"], tokens], 1)
+    mask = np.concatenate([prompts["attention_mask"], np.ones_like(tokens)], 1)
+    layout = vision_layout(prompts["video_grid_thw"], model.config.vision)
+    logits = jax.jit(
+        lambda p, ids, m, pix, spg: (
+            model.apply(
+                {"params": p},
+                ids,
+                m,
+                pixel_values_videos=pix,
+                video_grid_thw=prompts["video_grid_thw"],
+                second_per_grid_ts=spg,
+                vision_layout=layout,
+            ).logits
+        )
+    )(params, seq, mask, prompts["pixel_values_videos"], prompts["second_per_grid_ts"])
+    t = prompts["input_ids"].shape[1]
+    step_logits = logits[:, t - 1 : -1]
+    np.testing.assert_array_equal(tokens, np.asarray(jnp.argmax(step_logits, -1)))
+    expected = jnp.take_along_axis(jax.nn.log_softmax(step_logits, -1), tokens[..., None], -1)
+    np.testing.assert_allclose(greedy.logprobs, expected[..., 0], atol=1e-4)
+    np.testing.assert_allclose(greedy.raw_logprobs, greedy.logprobs)
+
+
+def test_stop_criteria(sampler, greedy, tiny_model, prompts):
+    full = np.asarray(greedy.tokens)
+    eos = int(full[0, 3])  # row 0 stops at the first occurrence of this token
+    seq = (int(full[1, 4]), int(full[1, 5]))  # row 1 at the first end of this pair
+    out = sampler(tiny_model[1], prompts, method=Greedy(), eos_ids=(eos,), stop_sequences=[seq])
+
+    def expected_length(row):  # the first EOS or end of the pair, whichever comes first
+        ends = [i + 1 for i in range(NEW) if row[i] == eos]
+        ends += [i + 2 for i in range(NEW - 1) if tuple(row[i : i + 2]) == seq]
+        return min(ends)
+
+    lengths = [expected_length(full[0]), expected_length(full[1])]
+    np.testing.assert_array_equal(out.lengths, lengths)
+    np.testing.assert_array_equal(out.done, [True, True])
+    for row, n in enumerate(lengths):
+        np.testing.assert_array_equal(out.tokens[row, :n], full[row, :n])
+        assert np.all(np.asarray(out.tokens[row, n:]) == sampler.pad_id)
+        assert np.all(np.asarray(out.logprobs[row, n:]) == 0)
+        np.testing.assert_allclose(out.logprobs[row, :n], greedy.logprobs[row, :n], atol=1e-5)
+    np.testing.assert_array_equal(out.mask, np.arange(NEW)[None] < np.asarray(out.lengths)[:, None])
+
+
+def test_right_padding_is_rejected(sampler, tiny_model, prompts):
+    bad = dict(prompts, attention_mask=prompts["attention_mask"][:, ::-1])
+    with pytest.raises(ValueError, match="left-padded"):
+        sampler(tiny_model[1], bad)
+
+
+# ----------------------------------------------------------------------------- token choice
+PROBS = np.array([0.5, 0.3, 0.15, 0.05])
+LOGITS = jnp.log(jnp.asarray(PROBS, jnp.float32))[None]
+
+
+@pytest.mark.parametrize(
+    "method, kept",
+    [
+        (RandomSampling(), [0, 1, 2, 3]),
+        (TopK(k=2), [0, 1]),
+        (TopP(p=0.7), [0, 1]),  # mass before each token: 0, .5, .8, .95 -> keep while < .7
+        (TopP(p=0.85), [0, 1, 2]),
+        (TopP(p=0.01), [0]),  # the top token is always kept
+        (MinP(p=0.5), [0, 1]),  # p >= 0.5 * 0.5
+        (MinP(p=0.2), [0, 1, 2]),  # p >= 0.1
+    ],
+)
+def test_filters_by_hand(method, kept):
+    filtered = np.asarray(method.filter(LOGITS))[0]
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(filtered)), kept)
+
+
+def test_sampling_frequencies_and_logprobs():
+    keys = jax.random.split(jax.random.key(0), 4000)
+    logits = jnp.broadcast_to(LOGITS, (4000, 4))
+    tokens = np.asarray(jax.jit(TopP(p=0.7).__call__)(logits, keys))
+    freq = np.bincount(tokens, minlength=4) / len(tokens)
+    np.testing.assert_allclose(freq, [0.5 / 0.8, 0.3 / 0.8, 0, 0], atol=0.03)
+    assert np.asarray(Greedy()(logits[:2], keys[:2])).tolist() == [0, 0]
+    # Temperature 2: softmax(log p / 2) = sqrt(p) / sum(sqrt(p)); the raw logp is log p.
+    logp, raw = log_probs(LOGITS, jnp.asarray([1]), temperature=2.0)
+    np.testing.assert_allclose(logp, np.log(np.sqrt(0.3) / np.sqrt(PROBS).sum()), rtol=1e-5)
+    np.testing.assert_allclose(raw, np.log(0.3), rtol=1e-5)
+
+
+def test_bad_methods_raise():
+    with pytest.raises(ValueError, match="temperature"):
+        TopK(k=2, temperature=0.0)
+    with pytest.raises(ValueError, match="TopP.p"):
+        TopP(p=1.5)
+
+
+# ----------------------------------------------------------------------------- sharding
+_SHARDED = textwrap.dedent(
+    """
+    import json
+    import flax.linen as nn
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+    jax.config.update("jax_default_matmul_precision", "highest")
+    from tests.inference.conftest import PROMPT_SPECS, random_params, tiny_config, video_prompts
+    from tests.inference.test_sampler import NEVER, NEW
+    from vlmm_jax.inference import Greedy, Sampler
+    from vlmm_jax.models import Qwen2_5_VL, abstract_params
+
+    assert jax.device_count() == 8, jax.devices()
+    config = tiny_config()
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
+    rules = [("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"), ("kv_heads", None),
+             ("vocab", "tensor"), ("batch", ("data", "fsdp"))]
+    specs = nn.get_partition_spec(abstract_params(config))
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+    params = jax.device_put(random_params(config), shardings)
+    sampler = Sampler(Qwen2_5_VL(config), max_new_tokens=NEW, mesh=mesh, logical_axis_rules=rules)
+    out = sampler(params, video_prompts(config, PROMPT_SPECS), method=Greedy(), **NEVER)
+    print(json.dumps({
+        "tokens": np.asarray(out.tokens).tolist(),
+        "sharded_params": sum(not s.is_fully_replicated for s in jax.tree.leaves(shardings)),
+        "embed_spec": str(params["embed_tokens"].sharding.spec),
+        "params_still_sharded": not params["embed_tokens"].sharding.is_fully_replicated,
+    }))
+    """
+)
+
+
+def test_sharded_params_give_the_same_tokens(greedy):
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=REPO,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["sharded_params"] > 10 and "tensor" in got["embed_spec"]
+    assert got["params_still_sharded"]
+    np.testing.assert_array_equal(np.asarray(got["tokens"]), np.asarray(greedy.tokens))

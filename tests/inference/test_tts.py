@@ -1,0 +1,239 @@
+"""Test-time scaling: votes, IoU votes and stopping rules on scripted completions (hand
+computations), then every strategy end to end on the tiny model, and the report."""
+
+import jax
+import numpy as np
+
+from tests.inference.conftest import (
+    SINGLE_SPEC,
+    TTS_NEW_TOKENS,
+    TTS_SAMPLES,
+    tiny_config,
+    video_prompts,
+)
+from vlmm_jax.inference.tts import (
+    AdaptiveConsistency,
+    BeamSearchStrategy,
+    BestOfN,
+    Completion,
+    MeanLogProb,
+    ModelGenerator,
+    Question,
+    RewardScorer,
+    SelfConsistency,
+    SparseToDense,
+    Spent,
+    VerifierScorer,
+    beta_confidence,
+    evaluate,
+    extract_answer,
+    report,
+    vote,
+    vote_counts,
+)
+
+MC = {
+    "problem_type": "multiple choice",
+    "options": ["A. red", "B. blue", "C. green", "D. white"],
+    "solution": "<answer>B</answer>",
+}
+GROUNDING = {"problem_type": "temporal grounding", "solution": [1.0, 9.0], "duration": 30.0}
+
+
+# ----------------------------------------------------------------------------- votes by hand
+def test_choice_vote():
+    texts = ["<answer>B</answer>", "The answer is (C)", "B.", "no idea", "<answer>C</answer>", "b"]
+    answers = [extract_answer(t, MC) for t in texts]
+    assert answers == ["B", "C", "B", None, "C", "B"]
+    assert vote(answers, "choice") == ("B", 0)
+    assert vote_counts(answers, "choice") == ("B", 3, 2)
+    assert vote(["C", "B", "B", "C"], "choice") == ("C", 0)  # a tie goes to the first seen
+    assert vote([None, None], "choice") == (None, None)
+
+
+def test_number_and_text_answers():
+    num = {"problem_type": "numerical"}
+    assert extract_answer("<answer>3.14159</answer>", num) == 3.14
+    assert extract_answer("it is about 2 m", num) == 2.0
+    assert extract_answer("<answer>  Hello   World </answer>", {"problem_type": "OCR"}) == (
+        "hello world"
+    )
+
+
+def test_interval_vote_is_the_iou_medoid():
+    texts = [
+        "<answer>0 to 10</answer>",
+        "<answer>2 to 10</answer>",
+        "<think>x</think><answer>1 to 9</answer>",
+        "<answer>20 to 30</answer>",
+        "nothing",
+    ]
+    answers = [extract_answer(t, GROUNDING) for t in texts]
+    assert answers == [(0.0, 10.0), (2.0, 10.0), (1.0, 9.0), (20.0, 30.0), None]
+    # Mean IoU to the others: a (.8 + .8 + 0) / 3 = .533; b (.8 + 7/9 + 0) / 3 = .526;
+    # c (.8 + 7/9 + 0) / 3 = .526; d 0. The medoid is a; b and c overlap it by .8 >= .5.
+    assert vote(answers, "interval") == ((0.0, 10.0), 0)
+    assert vote_counts(answers, "interval") == ((0.0, 10.0), 3, 1)
+
+
+def test_box_vote():
+    boxes = [(0, 0, 10, 10), (50, 50, 60, 60), (0, 0, 10, 8), (1, 0, 10, 10)]
+    # IoU: a-c .8, a-d .9, c-d 72/98; b overlaps nothing. a has the highest mean.
+    assert vote(boxes, "box") == ((0, 0, 10, 10), 0)
+
+
+def test_beta_confidence_by_hand():
+    # P(x > 1/2), x ~ Beta(v1 + 1, v2 + 1) = sum_{j <= v1} C(v1 + v2 + 1, j) / 2^(v1 + v2 + 1)
+    assert beta_confidence(0, 0) == 0.5
+    assert beta_confidence(3, 0) == 15 / 16
+    assert beta_confidence(4, 0) == 31 / 32
+    assert beta_confidence(4, 1) == 57 / 64
+    assert beta_confidence(3, 1) == 26 / 32
+    assert beta_confidence(7, 1) == 502 / 512
+
+
+# ----------------------------------------------------------------------------- scripted runs
+class Scripted:
+    """A generator replaying fixed completions; a prompt is `{"frames": F}`."""
+
+    def __init__(self, by_frames, logprobs=None, verifier=None):
+        self.queues = {f: list(texts) for f, texts in by_frames.items()}
+        self.logprobs = logprobs or {}
+        self.verifier = verifier or {}
+
+    def sample(self, inputs, n, rng):
+        f = inputs["frames"]
+        texts, self.queues[f] = self.queues[f][:n], self.queues[f][n:]
+        done = [Completion(t, (1,) * len(t), self.logprobs.get(t, -1.0) * len(t)) for t in texts]
+        return done, Spent(n, sum(len(t) for t in texts), f, 1)
+
+    def next_token_logprobs(self, prompts):
+        rows = [
+            np.log([0.5, self.verifier[p["text"]], 0.5 - self.verifier[p["text"]]]) for p in prompts
+        ]
+        return np.asarray(rows), Spent(frames=len(prompts), prefills=len(prompts))
+
+
+def _question(example=MC, frames=4):
+    return Question(example, lambda f: {"frames": f}, frames)
+
+
+def test_adaptive_consistency_stops_when_decisive():
+    key = jax.random.key(0)
+    easy = Scripted({4: ["A"] * 16})
+    r = AdaptiveConsistency(round_size=4, max_samples=16)(_question(), easy, key)
+    assert (r.answer, r.spent.samples, r.info["rounds"]) == ("A", 4, 1)  # 4-0: 31/32 >= .95
+    script = ["A", "A", "B", "A"] + ["A"] * 4  # 3-1: 26/32 < .95, go on; 7-1: 502/512 stop
+    for rule in ("beta", "margin"):  # margin 3: 3-1 is 2, go on; 7-1 is 6, stop
+        r = AdaptiveConsistency(round_size=4, max_samples=16, stopping=rule)(
+            _question(), Scripted({4: script}), key
+        )
+        assert (r.answer, r.spent.samples, r.info["rounds"], r.info["votes"]) == ("A", 8, 2, (7, 1))
+    hard = Scripted({4: ["A", "B"] * 8})
+    r = AdaptiveConsistency(round_size=4, max_samples=12)(_question(), hard, key)
+    assert (r.answer, r.spent.samples, r.info["rounds"]) == ("A", 12, 3)  # 6-6 never decisive
+
+
+def test_sparse_to_dense_re_encodes_only_on_disagreement():
+    strategy = SparseToDense(frames=(4, 8, 16), n=4)
+    easy = Scripted({4: ["C"] * 4})
+    r = strategy(_question(), easy, jax.random.key(0))
+    assert (r.answer, r.spent.frames, r.info["levels"]) == ("C", 4, 1)
+    hard = Scripted({4: ["A", "B", "A", "A"], 8: ["D", "D", "D", "D"]})
+    r = strategy(_question(), hard, jax.random.key(0))
+    assert (r.answer, r.spent.frames, r.spent.samples, r.info["frames_used"]) == ("D", 12, 8, 8)
+
+
+def test_best_of_n_scorers():
+    texts = ["<answer>A</answer>", "<think>ok</think><answer>B</answer>", "C"]
+    gen = lambda: Scripted(  # noqa: E731
+        {4: texts},
+        logprobs={texts[2]: -0.1},
+        verifier=dict(zip(texts, [0.1, 0.2, 0.4], strict=True)),
+    )
+    q = _question()
+    fmt = BestOfN(n=3, scorer=RewardScorer("format"))(q, gen(), jax.random.key(0))
+    assert fmt.answer == "B" and fmt.info["scores"] == [0.0, 1.0, 0.0]
+    lp = BestOfN(n=3, scorer=MeanLogProb())(q, gen(), jax.random.key(0))
+    assert lp.answer == "C"
+    verifier = VerifierScorer(lambda q, text: {"text": text, "frames": 1}, yes_id=1, no_id=2)
+    v = BestOfN(n=3, scorer=verifier)(q, gen(), jax.random.key(0))
+    assert v.answer == "C" and v.spent.prefills == 1 + 3
+    np.testing.assert_allclose(v.info["scores"], np.log([0.1 / 0.5, 0.2 / 0.5, 0.4 / 0.5]))
+
+
+def test_evaluate_and_report(tmp_path):
+    questions = [_question(dict(MC, solution=f"<answer>{s}</answer>")) for s in "AB"]
+    results = evaluate(
+        [SelfConsistency(n=2), SelfConsistency(n=4)],
+        questions,
+        Scripted({4: ["<answer>A</answer>"] * 12}),
+        jax.random.key(0),
+    )
+    assert [r.score for r in results["self_consistency@2"]] == [1.0, 0.0]
+    markdown, png = report(results, path=str(tmp_path / "tts.png"))
+    assert "| self_consistency@4 | 2 | 0.500 | 4.0 |" in markdown
+    assert png.startswith(b"\x89PNG") and (tmp_path / "tts.png").read_bytes() == png
+
+
+# ----------------------------------------------------------------------------- tiny model
+LETTERS = "ABCD"
+
+
+def detokenize(ids):
+    """A test double: the tokens as letters, the last one as the answer."""
+    letters = [LETTERS[i % 4] for i in ids] or ["?"]
+    return f"<think>{' '.join(letters)}</think><answer>{letters[-1]}</answer>"
+
+
+def test_strategies_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
+    model, params = tiny_model
+    config = tiny_config()
+    generator = ModelGenerator(model, params, detokenize, max_new_tokens=TTS_NEW_TOKENS)
+
+    def prompt(frames, seed):
+        (before, (_, h, w), after, spg) = SINGLE_SPEC[0]
+        return video_prompts(config, [(before, (frames // 2, h, w), after, spg)], seed=seed)
+
+    def verifier_prompt(question, text):
+        p = question.prompt(question.num_frames)
+        extra = np.asarray([[len(text) % 40 + 1, 7]], np.int32)
+        ids = np.concatenate([p["input_ids"], extra], 1)
+        return dict(p, input_ids=ids, attention_mask=np.ones_like(ids))
+
+    questions = [
+        Question(dict(MC, solution=f"<answer>{s}</answer>"), lambda f, s=i: prompt(f, s), 4)
+        for i, s in enumerate("BD")
+    ]
+    strategies = [
+        SelfConsistency(n=TTS_SAMPLES),
+        BestOfN(n=TTS_SAMPLES, scorer=MeanLogProb()),
+        BestOfN(n=TTS_SAMPLES, scorer=VerifierScorer(verifier_prompt, yes_id=1, no_id=2)),
+        BeamSearchStrategy(width=2),
+        AdaptiveConsistency(round_size=TTS_SAMPLES, max_samples=2 * TTS_SAMPLES),
+        SparseToDense(frames=(4, 8), n=TTS_SAMPLES),
+    ]
+    results = evaluate(strategies, questions, generator, jax.random.key(3))
+    for name, rs in results.items():
+        for r in rs:
+            assert r.answer in set(LETTERS), (name, r)
+            assert r.score in (0.0, 1.0)
+            assert 0 < r.spent.tokens
+    sc = results["self_consistency@4"][0]
+    assert (sc.spent.samples, sc.spent.frames, sc.spent.prefills) == (4, 4, 1)
+    assert sc.spent.tokens <= TTS_SAMPLES * TTS_NEW_TOKENS
+    v = results["best_of_n[verifier]@4"][0]
+    assert (v.spent.prefills, v.spent.frames) == (5, 4 + 4 * 4)
+    beam = results["beam_search@2"][0]
+    assert beam.spent.samples == 2 and beam.spent.tokens <= 2 * TTS_NEW_TOKENS
+    for r in results["adaptive_consistency[beta]@8"]:
+        assert r.spent.samples in (4, 8)
+    for r in results["sparse_to_dense[4, 8]@4"]:
+        assert (r.spent.frames, r.info["levels"]) in ((4, 1), (12, 2))
+    # Same key per question: best-of-N picked among the very samples self-consistency voted on.
+    for sc, bon in zip(
+        results["self_consistency@4"], results["best_of_n[mean_logprob]@4"], strict=True
+    ):
+        assert bon.answer in sc.info["answers"]
+    markdown, png = report(results, path=str(tmp_path / "tts.png"))
+    assert markdown.count("\n") == 2 + len(strategies) and png.startswith(b"\x89PNG")

@@ -1,0 +1,468 @@
+"""A jitted sampler: prefill a (video) prompt once, fan the KV cache out, decode in a while loop.
+
+Shapes (letters as in `vlmm_jax.models.config`): B prompts, n samples per prompt, R = B * n
+output rows (prompt-major: row `i * n + j` is sample j of prompt i), T prompt length,
+N = `max_new_tokens`, V vocab.
+
+    prefill   [B, T] prompt + pixels ---- vision tower + decoder, once per prompt ----> cache [B]
+    fan out   cache, rope_deltas, last logits: `jnp.repeat(x, n, batch axis)` -------> [R]
+    decode    lax.while_loop: choose a token per row, write it at slot T + i, one decoder step
+
+Prompts are left-padded (`attention_mask` 0 on the left): every row then writes its new tokens at
+the same cache slot, pad slots carry segment id 0 and are never attended, and the 3D M-RoPE text
+positions continue from each row's own prompt via the model's `rope_deltas`.
+
+Randomness is per row: the key of row r at step i is `fold_in(fold_in(rng, row_ids[r]), i)`, so a
+sample depends only on its row id (default r), never on the batch it is drawn in. The shared-prefix
+path and the naive path (each prompt repeated n times through the whole model) therefore draw the
+same tokens.
+
+A row stops after an EOS id, after the last token of any stop sequence, or after N tokens; the
+stop token counts in `lengths` and gets a log-prob. Finished rows keep stepping with `pad_id`
+(fixed shapes) until every row is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlmm_jax.inference.sampling import Greedy, SamplingMethod, log_probs
+from vlmm_jax.models import CACHE_AXES, Qwen2_5_VL, init_cache, vision_layout
+from vlmm_jax.models.text import Cache
+
+_GREEDY = Greedy()
+VISION_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SamplerOutput:
+    """What `Sampler.__call__` returns; R = prompts x samples, N = max new tokens.
+
+    tokens: `[R, N]` int32, `pad_id` after a row's end.
+    logprobs: `[R, N]` fp32 log-prob of each token under `softmax(logits / temperature)` (before
+      top-k/p or min-p truncation: see `sampling`); 0 after the end.
+    raw_logprobs: `[R, N]` the same under `softmax(logits)` (temperature 1).
+    lengths: `[R]` int32 tokens generated, the stop token included.
+    done: `[R]` bool, True where the row stopped on an EOS id or a stop sequence (False: it ran
+      out of `max_new_tokens`).
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    raw_logprobs: jax.Array
+    lengths: jax.Array
+    done: jax.Array
+
+    @property
+    def mask(self) -> jax.Array:
+        """`[R, N]` bool, True on generated tokens (stop token included)."""
+        return jnp.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]
+
+
+def device_inputs(inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """The model's prompt inputs as device arrays (other keys dropped), with a default mask."""
+    keys = ("input_ids", "attention_mask", *VISION_KEYS)
+    args = {k: jnp.asarray(inputs[k]) for k in keys if inputs.get(k) is not None}
+    if "attention_mask" not in args:
+        args["attention_mask"] = jnp.ones_like(args["input_ids"])
+    return args
+
+
+def _eos_tuple(eos) -> tuple[int, ...]:
+    if eos is None:
+        return ()
+    return (int(eos),) if isinstance(eos, (int, np.integer)) else tuple(int(e) for e in eos)
+
+
+def grids_of(inputs: Mapping[str, Any]) -> np.ndarray:
+    """Image grids then video grids `[M, 3]` as host NumPy (the order `vision_layout` expects)."""
+    parts = [
+        np.asarray(inputs[k]).reshape(-1, 3)
+        for k, p in (("image_grid_thw", "pixel_values"), ("video_grid_thw", "pixel_values_videos"))
+        if inputs.get(p) is not None and inputs.get(k) is not None
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+
+
+def prompt_layout(inputs: Mapping[str, Any], model: Qwen2_5_VL):
+    """The vision tower's window layout for the prompts' grids (None for text-only prompts)."""
+    grids = grids_of(inputs)
+    return vision_layout(grids, model.config.vision) if len(grids) else None
+
+
+def _items_per_row(ids: np.ndarray, token: int) -> np.ndarray:
+    """How many vision items (runs of `token`) each row of `ids [B, T]` holds."""
+    is_tok = ids == token
+    starts = is_tok & ~np.pad(is_tok, ((0, 0), (1, 0)))[:, :-1]
+    return starts.sum(axis=1)
+
+
+def repeat_prompts(inputs: Mapping[str, Any], n: int, config) -> dict[str, np.ndarray]:
+    """The naive batch: each prompt (its tokens, pixels, grids) repeated `n` times, prompt-major.
+
+    Host-side NumPy; this is the reference the shared-prefix path is checked against.
+    """
+    ids = np.asarray(inputs["input_ids"])
+    out: dict[str, Any] = {"input_ids": np.repeat(ids, n, axis=0)}
+    if inputs.get("attention_mask") is not None:
+        out["attention_mask"] = np.repeat(np.asarray(inputs["attention_mask"]), n, axis=0)
+    for pix_key, grid_key, token in (
+        ("pixel_values", "image_grid_thw", config.image_token_id),
+        ("pixel_values_videos", "video_grid_thw", config.video_token_id),
+    ):
+        if inputs.get(pix_key) is None:
+            continue
+        grids = np.asarray(inputs[grid_key]).reshape(-1, 3)
+        pixels = np.asarray(inputs[pix_key])
+        per_row = _items_per_row(ids, token)
+        if per_row.sum() != len(grids):
+            raise ValueError(
+                f"{grid_key}: {len(grids)} grids but the input_ids hold {per_row.sum()} runs of "
+                f"token {token}"
+            )
+        item_end = np.cumsum(per_row)
+        patch_end = np.concatenate([[0], np.cumsum(grids.prod(axis=1))])
+        pix, grd, spg = [], [], []
+        for hi, cnt in zip(item_end, per_row, strict=True):
+            lo = hi - cnt
+            for _ in range(n):
+                pix.append(pixels[patch_end[lo] : patch_end[hi]])
+                grd.append(grids[lo:hi])
+                if grid_key == "video_grid_thw" and inputs.get("second_per_grid_ts") is not None:
+                    spg.append(np.asarray(inputs["second_per_grid_ts"]).reshape(-1)[lo:hi])
+        out[pix_key] = np.concatenate(pix)
+        out[grid_key] = np.concatenate(grd)
+        if spg:
+            out["second_per_grid_ts"] = np.concatenate(spg)
+    return out
+
+
+def fan_out(cache: Cache, n: int) -> Cache:
+    """Repeats every row of a cache `n` times (prompt-major), as `jnp.repeat` on the batch axes."""
+    if n == 1:
+        return cache
+    return {
+        "k": jnp.repeat(cache["k"], n, axis=1),
+        "v": jnp.repeat(cache["v"], n, axis=1),
+        "segment_ids": jnp.repeat(cache["segment_ids"], n, axis=0),
+        "index": cache["index"],
+    }
+
+
+def row_keys(rng: jax.Array, row_ids: jax.Array) -> jax.Array:
+    """One key per row: `fold_in(rng, row_id)`."""
+    return jax.vmap(lambda r: jax.random.fold_in(rng, r))(row_ids)
+
+
+class Sampler:
+    """Autoregressive sampling from a `Qwen2_5_VL` with an explicit KV cache.
+
+    Args:
+      model: the Flax module.
+      max_new_tokens: N, the decode budget per row.
+      eos_ids: token ids that end a row (None: `model.config.eos_token_id`; `()`: none).
+      stop_sequences: token-id sequences that end a row once generated (e.g. the tokens of
+        "</answer>"); matched on generated tokens only.
+      pad_id: written after a row's end (default `config.pad_token_id` or 0).
+      cache_dtype: KV-cache dtype (default the model's compute dtype).
+      mesh, logical_axis_rules: when given, the jitted functions are traced under this mesh and
+        these rules, so the model's logical activation constraints (and the cache's) apply.
+        Parameters keep whatever sharding they arrive with: jit follows the inputs' shardings,
+        nothing is gathered to the host.
+    """
+
+    def __init__(
+        self,
+        model: Qwen2_5_VL,
+        *,
+        max_new_tokens: int,
+        eos_ids: int | Sequence[int] | None = None,
+        stop_sequences: Sequence[Sequence[int]] = (),
+        pad_id: int | None = None,
+        cache_dtype: Any = None,
+        mesh: jax.sharding.Mesh | None = None,
+        logical_axis_rules: Sequence[tuple[str, Any]] | None = None,
+    ):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model = model
+        self.config = model.config
+        self.max_new_tokens = int(max_new_tokens)
+        self.eos_ids = _eos_tuple(self.config.eos_token_id if eos_ids is None else eos_ids)
+        self.stop_sequences = tuple(tuple(int(t) for t in s) for s in stop_sequences)
+        if any(len(s) == 0 for s in self.stop_sequences):
+            raise ValueError("stop_sequences: an empty sequence would stop every row at once")
+        default_pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        self.pad_id = int(default_pad if pad_id is None else pad_id)
+        self.cache_dtype = jnp.dtype(cache_dtype or self.config.dtype)
+        self.mesh = mesh
+        self.rules = (
+            None
+            if logical_axis_rules is None
+            else tuple(
+                (name, tuple(axes) if isinstance(axes, list) else axes)
+                for name, axes in logical_axis_rules
+            )
+        )
+
+    # Samplers that differ only in stop criteria share compiled code: those are traced arrays.
+    def _key(self):
+        return (self.model, self.pad_id, self.cache_dtype, self.mesh, self.rules)
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, Sampler) and self._key() == other._key()
+
+    # ------------------------------------------------------------------ model calls
+    def _context(self):
+        stack = contextlib.ExitStack()
+        if self.mesh is not None:
+            stack.enter_context(jax.set_mesh(self.mesh))
+        if self.rules is not None:
+            stack.enter_context(nn.logical_axis_rules(self.rules))
+        return stack
+
+    def prefill(self, params, inputs, layout, max_length: int):
+        """Runs the prompts `[B, T]` into a fresh cache of `max_length` slots.
+
+        Returns (cache, rope_deltas `[B, 1]`, logits of the last prompt token `[B, V]` fp32).
+        Only the last position goes through the LM head.
+        """
+        ids = inputs["input_ids"]
+        b = ids.shape[0]
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = jnp.ones_like(ids)
+        cache = init_cache(self.config, b, max_length, self.cache_dtype)
+        vision = {k: inputs[k] for k in VISION_KEYS if inputs.get(k) is not None}
+        out = self.model.apply(
+            {"params": params},
+            ids,
+            mask,
+            cache=cache,
+            vision_layout=layout,
+            return_logits=False,
+            **vision,
+        )
+        logits = self.lm_head(params, out.hidden_states[:, -1:])[:, 0]
+        return out.cache, out.rope_deltas, logits
+
+    def lm_head(self, params, hidden):
+        """Logits `[B, T, V]` fp32 for final hidden states `[B, T, D]`."""
+        return self.model.apply({"params": params}, hidden, method=Qwen2_5_VL.logits)
+
+    def step(self, params, tokens, cache, rope_deltas):
+        """One decode step for tokens `[R]`: returns (logits `[R, V]`, cache)."""
+        out = self.model.apply(
+            {"params": params}, tokens[:, None], cache=cache, rope_deltas=rope_deltas
+        )
+        return out.logits[:, 0], out.cache
+
+    # ------------------------------------------------------------------ decode loop
+    def stop_arrays(self, eos_ids=None, stop_sequences=None) -> dict[str, jax.Array]:
+        """The stop criteria as arrays: `eos [E]` and `stop [S, L]` (sequences right-aligned,
+        left-padded with -1 = "any token"). Traced, so changing them does not recompile."""
+        eos = self.eos_ids if eos_ids is None else _eos_tuple(eos_ids)
+        seqs = self.stop_sequences if stop_sequences is None else tuple(map(tuple, stop_sequences))
+        if any(len(q) == 0 for q in seqs):
+            raise ValueError("stop_sequences: an empty sequence would stop every row at once")
+        width = max([1, *map(len, seqs)])
+        stop = np.full((len(seqs), width), -1, np.int32)
+        for i, q in enumerate(seqs):
+            stop[i, width - len(q) :] = q
+        return {"eos": jnp.asarray(eos, jnp.int32).reshape(-1), "stop": jnp.asarray(stop)}
+
+    @staticmethod
+    def _stops(stops, recent: jax.Array, token: jax.Array) -> jax.Array:
+        """`[R]` bool: `token [R]` is an EOS id or ends a stop sequence (`recent [R, L]` holds the
+        last L tokens, -1 before the first)."""
+        stop = jnp.any(token[:, None] == stops["eos"][None], axis=1)
+        seqs = stops["stop"]  # [S, L]
+        match = (recent[:, None, :] == seqs[None]) | (seqs[None] == -1)  # [R, S, L]
+        has_token = jnp.any(seqs != -1, axis=1)[None]  # [1, S]
+        return stop | jnp.any(jnp.all(match, axis=2) & has_token, axis=1)
+
+    def decode(self, params, cache, rope_deltas, logits, keys, stops, method, max_new: int):
+        """The while loop over `max_new` steps from the logits of the last prompt token.
+
+        Args:
+          cache: rows `[R]` already holding the prompts; logits `[R, V]`; keys `[R]` row keys;
+          stops: `stop_arrays()`.
+        """
+        r = logits.shape[0]
+        window = stops["stop"].shape[1]
+        state = dict(
+            i=jnp.zeros((), jnp.int32),
+            logits=logits,
+            cache=cache,
+            tokens=jnp.full((r, max_new), self.pad_id, jnp.int32),
+            logprobs=jnp.zeros((r, max_new), jnp.float32),
+            raw_logprobs=jnp.zeros((r, max_new), jnp.float32),
+            lengths=jnp.zeros((r,), jnp.int32),
+            done=jnp.zeros((r,), bool),
+            recent=jnp.full((r, window), -1, jnp.int32),
+        )
+
+        def cond(s):
+            return (s["i"] < max_new) & ~jnp.all(s["done"])
+
+        def body(s):
+            i = s["i"]
+            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+            token = method(s["logits"], step_keys)
+            logp, raw = log_probs(s["logits"], token, method.temperature)
+            alive = ~s["done"]
+            token = jnp.where(alive, token, self.pad_id)
+            recent = jnp.concatenate([s["recent"][:, 1:], token[:, None]], axis=1)
+            stop = alive & self._stops(stops, recent, token)
+            col = lambda buf, x: jax.lax.dynamic_update_slice(buf, x[:, None], (0, i))  # noqa: E731
+            next_logits, cache = self.step(params, token, s["cache"], rope_deltas)
+            return dict(
+                i=i + 1,
+                logits=next_logits,
+                cache=cache,
+                tokens=col(s["tokens"], token),
+                logprobs=col(s["logprobs"], jnp.where(alive, logp, 0.0)),
+                raw_logprobs=col(s["raw_logprobs"], jnp.where(alive, raw, 0.0)),
+                lengths=s["lengths"] + alive.astype(jnp.int32),
+                done=s["done"] | stop,
+                recent=recent,
+            )
+
+        s = jax.lax.while_loop(cond, body, state)
+        return SamplerOutput(
+            tokens=s["tokens"],
+            logprobs=s["logprobs"],
+            raw_logprobs=s["raw_logprobs"],
+            lengths=s["lengths"],
+            done=s["done"],
+        )
+
+    def _generate_impl(
+        self, params, inputs, layout, rng, row_ids, stops, *, method, num_samples, max_new
+    ):
+        t = inputs["input_ids"].shape[1]
+        cache, rope_deltas, logits = self.prefill(params, inputs, layout, t + max_new)
+        cache = fan_out(cache, num_samples)
+        cache = nn.with_logical_constraint(cache, CACHE_AXES)
+        rope_deltas = jnp.repeat(rope_deltas, num_samples, axis=0)
+        logits = jnp.repeat(logits, num_samples, axis=0)
+        keys = row_keys(rng, row_ids)
+        return self.decode(params, cache, rope_deltas, logits, keys, stops, method, max_new)
+
+    # ------------------------------------------------------------------ public entry points
+    def __call__(
+        self,
+        params,
+        inputs: Mapping[str, Any],
+        *,
+        rng: jax.Array | None = None,
+        method: SamplingMethod = _GREEDY,
+        num_samples: int = 1,
+        shared_prefix: bool = True,
+        row_ids: Any = None,
+        max_new_tokens: int | None = None,
+        eos_ids: int | Sequence[int] | None = None,
+        stop_sequences: Sequence[Sequence[int]] | None = None,
+    ) -> SamplerOutput:
+        """Samples `num_samples` continuations of each prompt.
+
+        Args:
+          params: the model parameters (any sharding).
+          inputs: transformers-layout prompt inputs: `input_ids [B, T]` (left-padded),
+            `attention_mask [B, T]`, and optionally `pixel_values_videos [P, C]`,
+            `video_grid_thw [M, 3]`, `second_per_grid_ts [M]`, `pixel_values`, `image_grid_thw`.
+            Grids must be concrete (host) arrays: they fix the vision tower's window layout.
+          rng: PRNG key (default `jax.random.key(0)`; unused by `Greedy`).
+          method: a `sampling` method.
+          num_samples: n continuations per prompt.
+          shared_prefix: prefill each prompt once and fan its cache out (True), or run the n
+            copies of every prompt through the whole model (False: the naive reference).
+          row_ids: `[B * n]` ints naming the rows for the RNG (default `arange(B * n)`).
+          max_new_tokens: override the sampler's N for this call (a new compilation).
+          eos_ids, stop_sequences: override the sampler's stop criteria for this call (no new
+            compilation unless their counts or the longest sequence change).
+
+        Returns:
+          `SamplerOutput` with R = B * n rows, prompt-major.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        mask = inputs.get("attention_mask")
+        if mask is not None and not isinstance(mask, jax.core.Tracer):
+            mask = np.asarray(mask)
+            if not mask[:, -1].all():
+                raise ValueError(
+                    "attention_mask: prompts must be left-padded (the last column must be all "
+                    f"ones); rows {np.flatnonzero(mask[:, -1] == 0).tolist()} end in padding"
+                )
+        b = np.shape(inputs["input_ids"])[0]
+        n = num_samples
+        if not shared_prefix and n > 1:
+            inputs, n = repeat_prompts(inputs, n, self.config), 1
+        layout = prompt_layout(inputs, self.model)
+        args = device_inputs(inputs)
+        rng = jax.random.key(0) if rng is None else rng
+        row_ids = jnp.arange(b * num_samples) if row_ids is None else jnp.asarray(row_ids)
+        if row_ids.shape != (b * num_samples,):
+            raise ValueError(f"row_ids: expected shape {(b * num_samples,)}, got {row_ids.shape}")
+        with self._context():
+            return _generate(
+                self,
+                params,
+                args,
+                layout,
+                rng,
+                row_ids,
+                self.stop_arrays(eos_ids, stop_sequences),
+                method=method,
+                num_samples=n,
+                max_new=max_new,
+            )
+
+    def _next_logprobs_impl(self, params, inputs, layout):
+        ids = inputs["input_ids"]
+        vision = {k: inputs[k] for k in VISION_KEYS if inputs.get(k) is not None}
+        out = self.model.apply(
+            {"params": params},
+            ids,
+            inputs["attention_mask"],
+            vision_layout=layout,
+            return_logits=False,
+            **vision,
+        )
+        logits = self.lm_head(params, out.hidden_states[:, -1:])[:, 0]
+        return jax.nn.log_softmax(logits, axis=-1)
+
+    def next_token_logprobs(self, params, inputs: Mapping[str, Any]) -> jax.Array:
+        """`[B, V]` log-probs of the token after each (left-padded) prompt: one forward, no cache.
+
+        What a verifier reads: `next_token_logprobs(...)[:, yes_id]` is log p("Yes").
+        """
+        layout = prompt_layout(inputs, self.model)
+        with self._context():
+            return _next_logprobs(self, params, device_inputs(inputs), layout)
+
+
+_generate = jax.jit(
+    Sampler._generate_impl, static_argnames=("self", "method", "num_samples", "max_new")
+)
+_next_logprobs = jax.jit(Sampler._next_logprobs_impl, static_argnames=("self",))

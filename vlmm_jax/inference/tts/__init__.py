@@ -1,0 +1,65 @@
+"""Test-time scaling: strategies that spend a compute budget per question, and their report."""
+
+from vlmm_jax.inference.tts.generator import (
+    Completion,
+    Generator,
+    ModelGenerator,
+    Spent,
+    collate,
+    frames_in,
+    yes_logprob,
+)
+from vlmm_jax.inference.tts.report import evaluate, report, summarize_results
+from vlmm_jax.inference.tts.strategies import (
+    SCORERS,
+    STRATEGIES,
+    AdaptiveConsistency,
+    BeamSearchStrategy,
+    BestOfN,
+    MeanLogProb,
+    Question,
+    Result,
+    RewardScorer,
+    SelfConsistency,
+    SparseToDense,
+    Strategy,
+    VerifierScorer,
+)
+from vlmm_jax.inference.tts.voting import (
+    answer_kind,
+    beta_confidence,
+    extract_answer,
+    vote,
+    vote_counts,
+)
+
+__all__ = [
+    "SCORERS",
+    "STRATEGIES",
+    "AdaptiveConsistency",
+    "BeamSearchStrategy",
+    "BestOfN",
+    "Completion",
+    "Generator",
+    "MeanLogProb",
+    "ModelGenerator",
+    "Question",
+    "Result",
+    "RewardScorer",
+    "SelfConsistency",
+    "SparseToDense",
+    "Spent",
+    "Strategy",
+    "VerifierScorer",
+    "answer_kind",
+    "beta_confidence",
+    "collate",
+    "evaluate",
+    "extract_answer",
+    "frames_in",
+    "report",
+    "summarize_results",
+    "vote",
+    "vote_counts",
+    "yes_logprob",
+]

@@ -1,0 +1,233 @@
+"""What the test-time scaling strategies call: a generator of completions, and its bill.
+
+`ModelGenerator` wraps the jitted `Sampler` / `BeamSearch` and a `detokenize(ids) -> str`
+callable; the strategies only see the `Generator` protocol, so they are tested on scripted
+completions without a model.
+
+Compute is counted per call, as `Spent`:
+  samples   completions produced (a beam search of width W counts W),
+  tokens    tokens decoded (all rows, stop token included; beam search: W per step run),
+  frames    video frames through the vision tower (a shared-prefix call encodes them once),
+  prefills  prompt forward passes (generation calls and verifier prompts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from vlmm_jax.inference.beam_search import BeamSearch, LengthPenalty
+from vlmm_jax.inference.sampler import Sampler
+from vlmm_jax.inference.sampling import SamplingMethod, TopP
+from vlmm_jax.models import Qwen2_5_VL
+
+Inputs = Mapping[str, Any]
+DEFAULT_METHOD = TopP(p=0.95, temperature=0.7)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spent:
+    """Compute spent (see the module docstring); `a + b` adds."""
+
+    samples: int = 0
+    tokens: int = 0
+    frames: int = 0
+    prefills: int = 0
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(*(getattr(self, f.name) + getattr(other, f.name) for f in _FIELDS))
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = dataclasses.fields(Spent)
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One generated continuation: text (EOS dropped), token ids, summed raw log-prob."""
+
+    text: str
+    tokens: tuple[int, ...] = ()
+    logprob: float = 0.0
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(1, len(self.tokens))
+
+
+class Generator(Protocol):
+    """The model interface of the strategies (one prompt per call)."""
+
+    def sample(self, inputs: Inputs, n: int, rng: jax.Array) -> tuple[list[Completion], Spent]:
+        """n sampled completions of one prompt."""
+        ...
+
+    def beam(
+        self, inputs: Inputs, width: int, *, alpha: float, penalty: LengthPenalty
+    ) -> tuple[list[Completion], Spent]:
+        """The beams of one prompt, best first."""
+        ...
+
+    def next_token_logprobs(self, prompts: Sequence[Inputs]) -> tuple[np.ndarray, Spent]:
+        """`[len(prompts), V]` log-probs of the token after each prompt."""
+        ...
+
+
+def frames_in(inputs: Inputs, temporal_patch_size: int = 2) -> int:
+    """Video frames encoded by the vision tower for these inputs (grid t x temporal patch)."""
+    grids = inputs.get("video_grid_thw")
+    if grids is None or inputs.get("pixel_values_videos") is None:
+        return 0
+    return int(np.asarray(grids).reshape(-1, 3)[:, 0].sum()) * temporal_patch_size
+
+
+def collate(prompts: Sequence[Inputs], *, pad_id: int = 0, multiple: int = 32) -> dict:
+    """Left-pads single or batched prompts into one batch (pixels, grids concatenated in order).
+
+    The length is rounded up to a multiple of `multiple` so that varying prompt lengths reuse a
+    few compiled shapes.
+    """
+    rows = [np.asarray(p["input_ids"]).reshape(-1, np.shape(p["input_ids"])[-1]) for p in prompts]
+    masks = [
+        np.asarray(p["attention_mask"]).reshape(r.shape)
+        if p.get("attention_mask") is not None
+        else np.ones_like(r)
+        for p, r in zip(prompts, rows, strict=True)
+    ]
+    length = max(r.shape[1] for r in rows)
+    length = -(-length // multiple) * multiple
+    pad = lambda x, v: np.pad(x, ((0, 0), (length - x.shape[1], 0)), constant_values=v)  # noqa: E731
+    out = {
+        "input_ids": np.concatenate([pad(r, pad_id) for r in rows]),
+        "attention_mask": np.concatenate([pad(m, 0) for m in masks]),
+    }
+    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
+        parts = [np.asarray(p[key]) for p in prompts if p.get(key) is not None]
+        if parts:
+            out[key] = np.concatenate(parts)
+    if out.get("pixel_values_videos") is not None:
+        spg = [
+            np.asarray(p["second_per_grid_ts"], np.float32).reshape(-1)
+            if p.get("second_per_grid_ts") is not None
+            else np.ones(np.asarray(p["video_grid_thw"]).reshape(-1, 3).shape[0], np.float32)
+            for p in prompts
+            if p.get("pixel_values_videos") is not None
+        ]
+        out["second_per_grid_ts"] = np.concatenate(spg)
+    return out
+
+
+class ModelGenerator:
+    """A `Generator` over a `Qwen2_5_VL` and its params.
+
+    Args:
+      model, params: the model (params may be sharded; pass `mesh`/`logical_axis_rules` through
+        `sampler_kwargs` to trace under the training mesh).
+      detokenize: `ids -> str` (EOS ids are dropped before it is called).
+      max_new_tokens: the decode budget of every call.
+      method: the sampling method of `sample` (default top-p 0.95 at temperature 0.7).
+      eos_ids, stop_sequences: stop criteria (see `Sampler`).
+      sampler_kwargs: more `Sampler` arguments (pad_id, cache_dtype, mesh, logical_axis_rules).
+    """
+
+    def __init__(
+        self,
+        model: Qwen2_5_VL,
+        params,
+        detokenize: Callable[[Sequence[int]], str],
+        *,
+        max_new_tokens: int,
+        method: SamplingMethod = DEFAULT_METHOD,
+        eos_ids: int | Sequence[int] | None = None,
+        stop_sequences: Sequence[Sequence[int]] = (),
+        **sampler_kwargs,
+    ):
+        self.model, self.params, self.detokenize = model, params, detokenize
+        self.method = method
+        self.max_new_tokens = max_new_tokens
+        self.sampler = Sampler(
+            model,
+            max_new_tokens=max_new_tokens,
+            eos_ids=eos_ids,
+            stop_sequences=stop_sequences,
+            **sampler_kwargs,
+        )
+        self._sampler_kwargs = sampler_kwargs
+        self._beams: dict[tuple, BeamSearch] = {}
+        self._tps = model.config.vision.temporal_patch_size
+
+    def _completion(self, tokens: np.ndarray, length: int, logprob: float) -> Completion:
+        ids = [int(t) for t in tokens[:length]]
+        text_ids = ids[:-1] if ids and ids[-1] in self.sampler.eos_ids else ids
+        return Completion(self.detokenize(text_ids), tuple(ids), float(logprob))
+
+    def sample(self, inputs: Inputs, n: int, rng: jax.Array) -> tuple[list[Completion], Spent]:
+        out = self.sampler(self.params, inputs, rng=rng, method=self.method, num_samples=n)
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        logps = np.asarray(out.raw_logprobs).sum(axis=1)
+        done = [
+            self._completion(t, int(k), lp) for t, k, lp in zip(tokens, lengths, logps, strict=True)
+        ]
+        rows = np.shape(inputs["input_ids"])[0]
+        spent = Spent(n * rows, int(lengths.sum()), frames_in(inputs, self._tps), rows)
+        return done, spent
+
+    def beam(
+        self, inputs: Inputs, width: int, *, alpha: float = 0.0, penalty: LengthPenalty = "simple"
+    ) -> tuple[list[Completion], Spent]:
+        key = (width, alpha, penalty)
+        if key not in self._beams:
+            self._beams[key] = BeamSearch(
+                self.model,
+                width=width,
+                max_new_tokens=self.max_new_tokens,
+                alpha=alpha,
+                penalty=penalty,
+                eos_ids=self.sampler.eos_ids or None,
+                **self._sampler_kwargs,
+            )
+        out = self._beams[key](self.params, inputs)
+        tokens, lengths = np.asarray(out.tokens)[0], np.asarray(out.lengths)[0]
+        logps, scores = np.asarray(out.logprobs)[0], np.asarray(out.scores)[0]
+        beams = [
+            self._completion(t, int(k), lp)
+            for t, k, lp, s in zip(tokens, lengths, logps, scores, strict=True)
+            if np.isfinite(s)
+        ]
+        spent = Spent(width, int(out.steps) * width, frames_in(inputs, self._tps), 1)
+        return beams, spent
+
+    def next_token_logprobs(self, prompts: Sequence[Inputs]) -> tuple[np.ndarray, Spent]:
+        batch = collate(prompts, pad_id=self.sampler.pad_id)
+        logp = np.asarray(self.sampler.next_token_logprobs(self.params, batch))
+        frames = sum(frames_in(p, self._tps) for p in prompts)
+        return logp, Spent(frames=frames, prefills=len(prompts))
+
+
+def yes_logprob(logp: np.ndarray, yes_id: int, no_id: int | None = None) -> np.ndarray:
+    """log p("Yes") per row of `logp [B, V]`; with `no_id`, renormalised over {Yes, No}."""
+    yes = logp[:, yes_id]
+    if no_id is None:
+        return yes
+    return yes - np.logaddexp(yes, logp[:, no_id])
+
+
+__all__ = [
+    "Completion",
+    "Generator",
+    "ModelGenerator",
+    "Spent",
+    "collate",
+    "frames_in",
+    "yes_logprob",
+]

@@ -1,0 +1,303 @@
+"""Test-time scaling strategies: each spends a compute budget on one question and returns the
+chosen answer plus what it spent.
+
+A strategy is a frozen dataclass called as `strategy(question, generator, rng) -> Result`:
+
+  SelfConsistency(n)              sample n chain-of-thought completions, vote on their answers
+                                  (intervals/boxes: the medoid by IoU; see `voting`).
+  BestOfN(n, scorer)              sample n, keep the best by a scorer: `MeanLogProb()`,
+                                  `RewardScorer(name)` from `vlmm_jax.rewards.REGISTRY`, or
+                                  `VerifierScorer(prompt, yes_id)`: the same model's log p("Yes")
+                                  after a verification prompt.
+  BeamSearchStrategy(width)       jitted beam search; the best beam's answer.
+  AdaptiveConsistency(...)        sample in rounds; stop once the vote is decisive (the Beta
+                                  rule of Aggarwal et al. 2023, or a margin rule).
+  SparseToDense(frames, n)        Video-RTS: answer from few frames; only where the n samples
+                                  disagree, re-encode with more frames and sample again.
+
+Answers come from `vlmm_jax.eval.answers` (via `voting.extract_answer`); `Result.completion` is a
+completion that gave the chosen answer, which is what `report.evaluate` scores with a reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+import jax
+import numpy as np
+
+from vlmm_jax import rewards
+from vlmm_jax.inference.beam_search import LengthPenalty
+from vlmm_jax.inference.tts.generator import (
+    Completion,
+    Generator,
+    Inputs,
+    Spent,
+    yes_logprob,
+)
+from vlmm_jax.inference.tts.voting import (
+    answer_kind,
+    beta_confidence,
+    extract_answer,
+    vote,
+    vote_counts,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """One question: its example record and a prompt builder.
+
+    example: the dataset fields (Video-R1 / Time-R1 names: `problem_type`, `options`, `solution`,
+      ...); they choose how answers are extracted and voted, and what `evaluate` scores against.
+    prompt: `num_frames -> inputs` of ONE prompt (`input_ids [1, T]`, pixels, grids), so that
+      strategies can re-encode the video with more frames.
+    num_frames: the frame count of every strategy but `SparseToDense`.
+    """
+
+    example: Mapping[str, Any]
+    prompt: Callable[[int], Inputs]
+    num_frames: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """answer: the chosen (extracted) answer or None; completion: a completion that gave it;
+    spent: the compute used; info: strategy-specific details; score: set by `evaluate`."""
+
+    answer: Any
+    completion: str
+    spent: Spent
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    score: float | None = None
+
+
+class Strategy(Protocol):
+    name: str
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result: ...
+
+
+def _voted(completions: Sequence[Completion], example, spent: Spent, **info) -> Result:
+    kind = answer_kind(example)
+    answers = [extract_answer(c.text, example) for c in completions]
+    winner, index = vote(answers, kind)
+    text = completions[0].text if index is None else completions[index].text
+    return Result(winner, text, spent, {"answers": answers, **info})
+
+
+# ----------------------------------------------------------------------------- self-consistency
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SelfConsistency:
+    """Sample `n` completions and vote (Wang et al. 2023); n=1 is plain sampling."""
+
+    n: int = 8
+
+    @property
+    def name(self) -> str:
+        return f"self_consistency@{self.n}"
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
+        completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
+        return _voted(completions, question.example, spent)
+
+
+# ----------------------------------------------------------------------------- best-of-N
+class Scorer(Protocol):
+    name: str
+
+    def __call__(
+        self, question: Question, completions: Sequence[Completion], generator: Generator
+    ) -> tuple[list[float], Spent]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanLogProb:
+    """The completion's mean token log-prob under the model (temperature 1)."""
+
+    name: str = "mean_logprob"
+
+    def __call__(self, question, completions, generator):
+        return [c.mean_logprob for c in completions], Spent()
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardScorer:
+    """A reward `fn(completion, example)`, by `vlmm_jax.rewards.REGISTRY` name or as a callable.
+
+    Rewards that read the reference answer (`accuracy`, `tiou`, `bbox_iou`) make best-of-N an
+    oracle (pass@N-style upper bound), not a deployable strategy; `format` does not.
+    """
+
+    reward: str | Callable[[str, Mapping[str, Any]], float] = "format"
+
+    @property
+    def name(self) -> str:
+        return self.reward if isinstance(self.reward, str) else self.reward.__name__
+
+    def __call__(self, question, completions, generator):
+        fn = rewards.REGISTRY[self.reward] if isinstance(self.reward, str) else self.reward
+        return [float(fn(c.text, question.example)) for c in completions], Spent()
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierScorer:
+    """The same model as a verifier: log p(`yes_id`) after `prompt(question, completion_text)`
+    (a prompt such as "...<completion> Is this answer correct? Answer Yes or No."), renormalised
+    over {Yes, No} when `no_id` is given. One batched forward over the n verifier prompts."""
+
+    prompt: Callable[[Question, str], Inputs]
+    yes_id: int
+    no_id: int | None = None
+    name: str = "verifier"
+
+    def __call__(self, question, completions, generator):
+        prompts = [self.prompt(question, c.text) for c in completions]
+        logp, spent = generator.next_token_logprobs(prompts)
+        return yes_logprob(np.asarray(logp), self.yes_id, self.no_id).tolist(), spent
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BestOfN:
+    """Sample `n`, return the completion the scorer rates highest (ties: the first)."""
+
+    n: int = 8
+    scorer: Scorer = MeanLogProb()
+
+    @property
+    def name(self) -> str:
+        return f"best_of_n[{self.scorer.name}]@{self.n}"
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
+        completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
+        scores, extra = self.scorer(question, completions, generator)
+        best = int(np.argmax(np.asarray(scores, np.float64)))
+        text = completions[best].text
+        return Result(
+            extract_answer(text, question.example), text, spent + extra, {"scores": scores}
+        )
+
+
+# ----------------------------------------------------------------------------- beam search
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BeamSearchStrategy:
+    """Beam search of `width` beams (see `beam_search`); the best beam's answer."""
+
+    width: int = 4
+    alpha: float = 1.0
+    penalty: LengthPenalty = "simple"
+
+    @property
+    def name(self) -> str:
+        return f"beam_search@{self.width}"
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
+        del rng
+        inputs = question.prompt(question.num_frames)
+        beams, spent = generator.beam(inputs, self.width, alpha=self.alpha, penalty=self.penalty)
+        text = beams[0].text if beams else ""
+        return Result(extract_answer(text, question.example), text, spent, {"beams": len(beams)})
+
+
+# ----------------------------------------------------------------------------- adaptive
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AdaptiveConsistency:
+    """Self-consistency in rounds of `round_size` samples, up to `max_samples`, stopping as soon
+    as the vote is decisive.
+
+    With v1, v2 the leader's and the runner-up's votes (`voting.vote_counts`):
+      * `stopping="beta"` (Aggarwal et al. 2023, Adaptive-Consistency): stop when
+        `beta_confidence(v1, v2) = P(p1 > p2 | votes) >= threshold` (0.95 in the paper); e.g.
+        4 unanimous votes give 0.969 (stop), 3 give 0.9375 (go on), 5-1 gives 0.9375.
+      * `stopping="margin"`: stop when `v1 - v2 >= margin`.
+    The check runs after every round, so `round_size` trades latency for granularity. Keep
+    `max_samples` a multiple of `round_size` (a shorter last round is a new compiled shape).
+    """
+
+    round_size: int = 4
+    max_samples: int = 16
+    stopping: Literal["beta", "margin"] = "beta"
+    threshold: float = 0.95
+    margin: int = 3
+
+    def __post_init__(self):
+        if self.stopping not in ("beta", "margin"):
+            raise ValueError(f"stopping must be 'beta' or 'margin', got {self.stopping!r}")
+        if not 1 <= self.round_size <= self.max_samples:
+            raise ValueError(f"need 1 <= round_size <= max_samples, got {self}")
+
+    @property
+    def name(self) -> str:
+        return f"adaptive_consistency[{self.stopping}]@{self.max_samples}"
+
+    def decisive(self, v1: int, v2: int) -> bool:
+        if self.stopping == "beta":
+            return beta_confidence(v1, v2) >= self.threshold
+        return v1 - v2 >= self.margin
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
+        inputs = question.prompt(question.num_frames)
+        kind = answer_kind(question.example)
+        completions: list[Completion] = []
+        spent, rounds = Spent(), 0
+        while len(completions) < self.max_samples:
+            k = min(self.round_size, self.max_samples - len(completions))
+            new, cost = generator.sample(inputs, k, jax.random.fold_in(rng, rounds))
+            completions, spent, rounds = completions + list(new), spent + cost, rounds + 1
+            answers = [extract_answer(c.text, question.example) for c in completions]
+            _, v1, v2 = vote_counts(answers, kind)
+            if self.decisive(v1, v2):
+                break
+        return _voted(completions, question.example, spent, rounds=rounds, votes=(v1, v2))
+
+
+# ----------------------------------------------------------------------------- sparse-to-dense
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SparseToDense:
+    """Video-RTS's sparse-to-dense frames (Wang et al. 2025): at each frame count in `frames`
+    (ascending) sample `n` answers; stop at the first level whose leader holds at least
+    `agreement` of the n votes (1.0: unanimous), else re-encode the video with the next frame
+    count. The answer is the vote of the last level run; `spent.frames` sums every level's."""
+
+    frames: tuple[int, ...] = (4, 8, 16)
+    n: int = 4
+    agreement: float = 1.0
+
+    def __post_init__(self):
+        if not self.frames or list(self.frames) != sorted(set(self.frames)) or self.n < 1:
+            raise ValueError(f"need strictly ascending frame counts and n >= 1, got {self}")
+
+    @property
+    def name(self) -> str:
+        return f"sparse_to_dense{list(self.frames)}@{self.n}"
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
+        kind = answer_kind(question.example)
+        spent = Spent()
+        for level, num_frames in enumerate(self.frames):
+            completions, cost = generator.sample(
+                question.prompt(num_frames), self.n, jax.random.fold_in(rng, level)
+            )
+            spent = spent + cost
+            answers = [extract_answer(c.text, question.example) for c in completions]
+            _, v1, _ = vote_counts(answers, kind)
+            if v1 >= self.agreement * self.n:
+                break
+        info = {"frames_used": num_frames, "levels": level + 1}
+        return _voted(completions, question.example, spent, **info)
+
+
+STRATEGIES: dict[str, type] = {
+    "self_consistency": SelfConsistency,
+    "best_of_n": BestOfN,
+    "beam_search": BeamSearchStrategy,
+    "adaptive_consistency": AdaptiveConsistency,
+    "sparse_to_dense": SparseToDense,
+}
+SCORERS: dict[str, type] = {
+    "mean_logprob": MeanLogProb,
+    "reward": RewardScorer,
+    "verifier": VerifierScorer,
+}
