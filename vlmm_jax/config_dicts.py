@@ -132,3 +132,75 @@ def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.export_hf_dir = ""  # write a Hugging Face checkpoint here at the end; empty: don't
     c.export_dtype = ""  # e.g. bfloat16; empty: the parameter dtype
     return c
+
+
+def synthetic_data_defaults(c: ml_collections.ConfigDict) -> None:
+    """Adds the embedded synthetic dataset's fields to `c.data` (source "synthetic")."""
+    c.data.source = "synthetic"
+    c.data.dir = "~/.cache/vlmm_jax/data"  # where the TFDS dataset is built (once per config)
+    c.data.tokenizer = ""  # a tokenizer directory; empty: train one on the data (workdir/tokenizer)
+    c.data.vocab_size = 1024  # of the trained tokenizer (the model's vocab is rounded up to 128)
+    c.data.tokenizer_corpus = 2000  # train examples whose texts train the tokenizer
+    c.data.max_length = 1024  # tokens per packed row
+    c.data.packing = True  # several samples per row (segment ids keep them apart)
+    c.data.synthetic = ml_collections.ConfigDict(
+        dict(
+            num_train=4000,  # examples per split
+            num_val=400,
+            num_test=400,
+            seed=0,
+            frames=16,  # rendered frames per video (8 temporal patches)
+            size=112,  # frame side in pixels (8x8 merged tokens per temporal patch)
+            fps=4.0,
+            difficulty="medium",  # easy | medium | hard
+        )
+    )
+
+
+def grpo_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
+    """Every field of a GRPO recipe: the SFT run's fields plus `config.grpo`."""
+    c = sft_defaults(preset)
+    synthetic_data_defaults(c)
+    c.job = "grpo"
+    c.stage = "grpo"
+    c.optimizer.learning_rate = 1e-5
+    c.optimizer.warmup_steps = 0
+    c.optimizer.schedule = "constant"
+    c.optimizer.weight_decay = 0.0
+    c.train.steps = 50  # optimizer steps (one rollout each, times num_iterations)
+    c.checkpoint.every = 10
+    c.checkpoint.best_metric = ""
+    g = c.grpo = ml_collections.ConfigDict()
+    g.group_size = 8  # G completions per prompt
+    g.prompts_per_step = 4  # groups per optimizer step (after dynamic sampling)
+    g.max_new_tokens = 128  # completion budget
+    g.temperature = 1.0  # rollout temperature (0: greedy)
+    g.top_p = 1.0  # nucleus sampling of rollouts
+    g.rewards = ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5})  # name -> weight
+    g.loss_type = "grpo"  # grpo | bnpo | dr_grpo | dapo
+    g.importance_level = "token"  # token | sequence (GSPO) | sequence_token
+    g.eps_low = 0.2  # clip range below 1
+    g.eps_high = 0.2  # clip range above 1 (DAPO's clip-higher: 0.28)
+    g.beta = 0.0  # KL coefficient to the reference policy (Video-R1: 0.04)
+    g.kl_estimator = "k3"  # k1 | k2 | k3
+    g.advantage_scale = "group"  # group (GRPO) | batch | none (Dr. GRPO)
+    g.adv_eps = 1e-4  # added to the std
+    g.num_iterations = 1  # optimizer steps per rollout (old log-probs recomputed when > 1)
+    g.dynamic_sampling = True  # DAPO: drop groups whose rewards are all equal
+    g.max_rollout_batches = 3  # prompt batches tried per step to fill it
+    g.temporal = True  # T-GRPO: shuffled-frame rollouts and Video-R1's temporal bonus
+    g.temporal_alpha = 0.3
+    g.temporal_mu = 0.8
+    g.eval_every = 0  # steps between greedy validation evals; 0: only at the end
+    g.eval_batch_size = 16
+    g.eval_examples = 64  # validation examples per eval
+    return c
+
+
+def synthetic_model(preset: str = "tiny") -> ml_collections.ConfigDict:
+    """The small CPU model of the synthetic recipes (4 decoder layers of width 128)."""
+    m = model_config_dict(preset)
+    m.hidden_size, m.intermediate_size, m.num_layers = 128, 384, 4
+    m.num_heads, m.num_kv_heads, m.head_dim, m.mrope_section = 4, 2, 32, (4, 6, 6)
+    m.vision.hidden_size, m.vision.intermediate_size, m.vision.out_hidden_size = 64, 128, 128
+    return m

@@ -173,33 +173,33 @@ class _BatchIterator(grain.DatasetIterator):
     def __init__(self, parent: grain.DatasetIterator, ds: BatchDataset):
         super().__init__(parent)
         self._ds = ds
-        self._stats = ReadStats(path=ds.name, format=ds.mode)
+        self._read_stats = ReadStats(path=ds.name, format=ds.mode)
         self._pending: dict[str, Any] | None = None  # fetched, not yet placed in a batch
         self._mark: dict[str, Any] | None = None  # the state before `_pending` was fetched
 
     @property
     def stats(self) -> ReadStats:
         """Examples read and skipped so far (restored with the state)."""
-        return self._stats
+        return self._read_stats
 
     def _snapshot(self) -> dict[str, Any]:
-        return {"parent": self._parent.get_state(), "stats": _stats_state(self._stats)}
+        return {"parent": self._parent.get_state(), "stats": _stats_state(self._read_stats)}
 
     def get_state(self) -> dict[str, Any]:
         return self._mark if self._pending is not None else self._snapshot()
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._parent.set_state(state["parent"])
-        self._stats = _stats_from(state["stats"], self._ds.name, self._ds.mode)
+        self._read_stats = _stats_from(state["stats"], self._ds.name, self._ds.mode)
         self._pending = self._mark = None
 
     def _skip(self, error: AnnotationError) -> None:
         ds = self._ds
         if ds.on_error == "raise":
             raise error
-        self._stats.add_skip(error)
-        if ds.max_skip_fraction == 0 or self._stats.total >= ds.skip_check_after:
-            self._stats.check(ds.max_skip_fraction)
+        self._read_stats.add_skip(error)
+        if ds.max_skip_fraction == 0 or self._read_stats.total >= ds.skip_check_after:
+            self._read_stats.check(ds.max_skip_fraction)
 
     def _peek(self) -> dict[str, Any]:
         """The next usable sample (skips counted); StopIteration at the end of the data."""
@@ -211,9 +211,9 @@ class _BatchIterator(grain.DatasetIterator):
             try:
                 elem = next(self._parent)
             except StopIteration:
-                self._stats.check(self._ds.max_skip_fraction)
+                self._read_stats.check(self._ds.max_skip_fraction)
                 raise
-            self._stats.total += 1
+            self._read_stats.total += 1
             if isinstance(elem, _Skipped):
                 self._skip(AnnotationError(elem.source, elem.message, kind=elem.kind))
                 continue
@@ -239,7 +239,7 @@ class _BatchIterator(grain.DatasetIterator):
                     )
                 )
                 continue
-            self._stats.kept += 1
+            self._read_stats.kept += 1
             self._pending, self._mark = elem, mark
             return elem
 

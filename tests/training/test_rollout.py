@@ -1,0 +1,60 @@
+"""The shared-prefix policy pass equals the naive one: log-probs, loss and gradients (fp32)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tests.models.conftest import Prompt, batch_inputs
+from vlmm_jax.inference.sampler import prompt_layout
+from vlmm_jax.models import Qwen2_5_VL, init_params
+from vlmm_jax.models.config import tiny
+from vlmm_jax.rl import grpo_loss
+from vlmm_jax.training.rollout import naive_logp, shared_prefix_logp, shuffle_video_patches
+
+G, N = 3, 5
+
+
+def test_shared_prefix_equals_naive():
+    config = tiny()
+    model = Qwen2_5_VL(config)
+    params = init_params(model, jax.random.key(0))
+    prompts = batch_inputs(
+        [
+            Prompt(0).text(3).video(2, 4, 6, seconds_per_grid=0.5).text(2),
+            Prompt(1).text(1).video(4, 4, 4).text(4),
+        ]
+    )
+    completions = jnp.asarray(np.random.default_rng(0).integers(1, 400, (2 * G, N)), jnp.int32)
+    mask = jnp.asarray(np.random.default_rng(1).random((2 * G, N)) < 0.8, jnp.float32)
+    adv = jnp.asarray(np.random.default_rng(2).normal(size=2 * G), jnp.float32)
+    layout = prompt_layout(prompts, model)
+    dev = {k: v if k.endswith("grid_thw") else jnp.asarray(v) for k, v in prompts.items()}
+
+    def loss(p, shared):
+        logp = (
+            shared_prefix_logp(p, model, dev, layout, completions, G, temperature=0.7)
+            if shared
+            else naive_logp(p, model, prompts, completions, G, temperature=0.7)
+        )
+        return grpo_loss(logp, None, None, adv, mask, loss_type="dapo")[0], logp
+
+    (l_s, lp_s), g_s = jax.value_and_grad(loss, has_aux=True)(params, True)
+    (l_n, lp_n), g_n = jax.value_and_grad(loss, has_aux=True)(params, False)
+    np.testing.assert_allclose(lp_s, lp_n, atol=2e-5)
+    np.testing.assert_allclose(l_s, l_n, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_s), jax.tree.leaves(g_n), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_shuffle_video_patches_permutes_temporal_slices():
+    grids = np.array([[3, 2, 2], [2, 2, 4]])
+    pixels = np.arange(12 + 16)[:, None].repeat(5, 1).astype(np.float32)
+    out = shuffle_video_patches(pixels, grids, np.random.default_rng(0))
+    assert sorted(out[:, 0]) == list(range(28))
+    blocks = {tuple(b) for b in out[:12, 0].reshape(3, 4)}  # whole temporal slices move
+    assert blocks == {(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)}
+    assert {tuple(b) for b in out[12:, 0].reshape(2, 8)} == {
+        tuple(range(12, 20)),
+        tuple(range(20, 28)),
+    }
+    assert not np.array_equal(out, pixels)

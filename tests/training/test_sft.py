@@ -1,0 +1,139 @@
+"""SFT loss: masking and normalisation by hand, packed == padded, accumulation == one batch."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from vlmm_jax.models import Qwen2_5_VL, init_params
+from vlmm_jax.models.config import tiny
+from vlmm_jax.models.positions import row_vision_inputs
+from vlmm_jax.training.batches import pad_batch, random_sample
+from vlmm_jax.training.optimizer import make_optimizer
+from vlmm_jax.training.sft import cross_entropy_sums, micro_batch_sums, target_weights, train_step
+from vlmm_jax.training.state import TrainState
+
+CONFIG = tiny()
+MODEL = Qwen2_5_VL(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(MODEL, jax.random.key(0))
+
+
+def test_target_weights_by_hand():
+    batch = {
+        "input_ids": jnp.array([[5, 6, 7, 8, 9, 3, 4, 0]]),
+        "loss_mask": jnp.array([[0, 0, 1, 1, 0, 0, 1, 0]]),
+        "segment_ids": jnp.array([[1, 1, 1, 1, 2, 2, 2, 0]]),
+    }
+    # targets are tokens 1..7; token 4 starts sample 2 (no target across the boundary), 7 is pad
+    np.testing.assert_array_equal(target_weights(batch)[0], [0, 1, 1, 0, 0, 1, 0])
+    on_prompt = target_weights(batch, train_on_prompt=True, visual_token_ids=(3,))
+    np.testing.assert_array_equal(on_prompt[0], [1, 1, 1, 0, 0, 1, 0])
+
+
+def test_cross_entropy_by_hand():
+    logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]]))
+    ce, correct = cross_entropy_sums(logits, jnp.array([[1, 2]]), jnp.array([[1.0, 1.0]]))
+    np.testing.assert_allclose(ce, -np.log(0.25) - np.log(0.8), rtol=1e-6)
+    assert correct == 1  # only the second argmax is right
+
+
+def _packed(samples):
+    """Both samples in one row: segment ids 1 and 2, positions restart per sample."""
+    ids = np.concatenate([s["input_ids"] for s in samples])[None]
+    mask = np.concatenate([s["loss_mask"] for s in samples])[None]
+    seg = np.concatenate([np.full(len(s["input_ids"]), i + 1) for i, s in enumerate(samples)])[None]
+    pos = np.concatenate([s["position_ids"] for s in samples], axis=1)[:, None]
+    pixels, layout = row_vision_inputs([[(s["pixels"], s["grid"]) for s in samples]], CONFIG.vision)
+    batch = {
+        "input_ids": ids,
+        "loss_mask": mask,
+        "segment_ids": seg,
+        "position_ids": pos,
+        "visual_pixels": pixels,
+        "vision_layout": layout,
+    }
+    return jax.tree.map(lambda x: jnp.asarray(x)[None], batch)  # M = 1
+
+
+def test_packed_equals_padded(params):
+    samples = [
+        random_sample(CONFIG, 0, text=20, video=(2, 4, 4)),
+        random_sample(CONFIG, 1, text=12, video=(2, 6, 4)),
+    ]
+    padded = jax.tree.map(jnp.asarray, pad_batch(samples, CONFIG))
+    packed = _packed(samples)
+    fn = functools.partial(micro_batch_sums, model=MODEL, train_on_prompt=False)
+    grad = jax.grad(lambda p, b: fn(p, jax.tree.map(lambda x: x[0], b))[0])
+    (ce_pad, aux_pad) = fn(params, jax.tree.map(lambda x: x[0], padded))
+    (ce_pack, aux_pack) = fn(params, jax.tree.map(lambda x: x[0], packed))
+    assert aux_pad["tokens"] == aux_pack["tokens"] == 16
+    np.testing.assert_allclose(ce_pack, ce_pad, rtol=1e-5)
+    g_pad, g_pack = grad(params, padded), grad(params, packed)
+    for a, b in zip(jax.tree.leaves(g_pad), jax.tree.leaves(g_pack), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _opt():
+    return ml_collections.ConfigDict(
+        dict(
+            learning_rate=1e-2,
+            warmup_steps=0,
+            total_steps=10,
+            schedule="constant",
+            max_grad_norm=1.0,
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            weight_decay=0.0,
+            freeze=(),
+        )
+    )
+
+
+def test_accumulation_equals_one_batch_and_nan_skips(params):
+    samples = [random_sample(CONFIG, i, text=16 + 4 * i) for i in range(4)]
+    tx = make_optimizer(_opt(), params)
+    state = TrainState(
+        step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0)
+    )
+    step = jax.jit(functools.partial(train_step, model=MODEL, tx=tx))
+    one = jax.tree.map(jnp.asarray, pad_batch(samples, CONFIG, micro_batches=1))
+    four = jax.tree.map(jnp.asarray, pad_batch(samples, CONFIG, micro_batches=4))
+    s1, m1 = step(state, one)
+    s4, m4 = step(state, four)
+    np.testing.assert_allclose(
+        m1["loss_sum"] / m1["tokens"], m4["loss_sum"] / m4["tokens"], rtol=1e-5
+    )
+    for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    bad = jax.tree.map(lambda x: x, state.params)
+    bad["decoder"]["norm"]["scale"] = bad["decoder"]["norm"]["scale"].at[0].set(jnp.nan)
+    s_bad, m_bad = step(state.replace(params=bad), one)
+    assert int(m_bad["skipped"]) == 1 and int(s_bad.step) == 1
+    for a, b in zip(jax.tree.leaves(s_bad.params), jax.tree.leaves(bad), strict=True):
+        np.testing.assert_array_equal(a, b)  # no update applied
+
+
+def test_frozen_vision_gets_no_update(params):
+    cfg = _opt()
+    cfg.freeze = ("vision", "merger")
+    tx = make_optimizer(cfg, params)
+    state = TrainState(
+        step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0)
+    )
+    batch = jax.tree.map(jnp.asarray, pad_batch([random_sample(CONFIG, 0)], CONFIG))
+    new, _ = jax.jit(functools.partial(train_step, model=MODEL, tx=tx))(state, batch)
+    for a, b in zip(
+        jax.tree.leaves(new.params["visual"]), jax.tree.leaves(params["visual"]), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(
+        new.params["decoder"]["norm"]["scale"], params["decoder"]["norm"]["scale"]
+    )

@@ -1,0 +1,1 @@
+"""vlmm_jax.training."""

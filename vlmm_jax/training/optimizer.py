@@ -1,0 +1,89 @@
+"""Optax optimizer from config: AdamW, warmup + cosine/linear/constant, clipping, frozen parts.
+
+Frozen parameters get `optax.set_to_zero()`: no optimizer state, and since their updates do not
+depend on the gradients, XLA drops the weight-gradient computation for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import optax
+
+# Named parts of the model that a recipe may freeze, as regexes over parameter paths.
+PARTS = {
+    "vision": r"^visual/(patch_embed|blocks)",
+    "merger": r"^visual/merger/",
+    "llm": r"^(decoder/|embed_tokens|lm_head)",
+    "embeddings": r"^(embed_tokens|lm_head)",
+}
+
+
+def schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup to `learning_rate`, then `cosine`, `linear` (to `end_lr_ratio`), `constant`."""
+    peak, warmup, total = cfg.learning_rate, cfg.warmup_steps, cfg.total_steps
+    end = peak * cfg.get("end_lr_ratio", 0.0)
+    decay_steps = max(total - warmup, 1)
+    if cfg.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak if peak else 0.0)
+    elif cfg.schedule == "linear":
+        decay = optax.linear_schedule(peak, end, decay_steps)
+    elif cfg.schedule == "constant":
+        decay = optax.constant_schedule(peak)
+    else:
+        raise ValueError(
+            f"optimizer.schedule={cfg.schedule!r}: expected 'cosine', 'linear' or 'constant'"
+        )
+    if warmup <= 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
+def path_str(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def trainable_labels(params, *, freeze: Sequence[str] = (), train_only: str | None = None):
+    """A pytree of "train" / "freeze" labels: parts named in `freeze` (keys of `PARTS` or
+    regexes) are frozen; with `train_only` (a regex), everything not matching it is frozen."""
+    patterns = [re.compile(PARTS.get(p, p)) for p in freeze]
+    only = re.compile(train_only) if train_only else None
+
+    def label(path, _):
+        name = path_str(path)
+        if only is not None and not only.search(name):
+            return "freeze"
+        return "freeze" if any(p.search(name) for p in patterns) else "train"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _decay_mask(params):
+    """Weight decay on matrices only (not norms, biases)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x.ndim >= 2 and not path_str(path).endswith("scale"), params
+    )
+
+
+def make_optimizer(
+    cfg: ml_collections.ConfigDict, params, *, train_only: str | None = None
+) -> optax.GradientTransformation:
+    """AdamW with clipping and the schedule of `cfg` (`config.optimizer`), frozen parts zeroed."""
+    tx = optax.chain(
+        optax.clip_by_global_norm(cfg.max_grad_norm) if cfg.max_grad_norm else optax.identity(),
+        optax.adamw(
+            schedule(cfg),
+            b1=cfg.b1,
+            b2=cfg.b2,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            mask=_decay_mask,
+        ),
+    )
+    labels = trainable_labels(params, freeze=tuple(cfg.freeze), train_only=train_only)
+    if not any(x == "train" for x in jax.tree.leaves(labels)):
+        raise ValueError(f"optimizer.freeze={tuple(cfg.freeze)} leaves nothing to train")
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)

@@ -1,0 +1,144 @@
+"""Supervised fine-tuning: masked next-token cross-entropy, the jitted train and eval steps.
+
+Batches (see `vlmm_jax.data`) carry a leading micro-batch axis M for gradient accumulation:
+  input_ids, loss_mask, segment_ids: `[M, B, L]`;  position_ids: `[M, 3, B, L]`;
+  optional visual_pixels `[M, B, P, C]` and vision_layout `{name: [M, B, ...]}`.
+The loss is normalised per target token over the whole global batch (all micro-batches, all
+devices), so packed and padded batches of the same samples give the same loss and gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vlmm_jax.models import Qwen2_5_VL
+from vlmm_jax.training.lora import effective_params
+from vlmm_jax.training.state import TrainState
+
+
+def target_weights(batch, *, train_on_prompt: bool = False, visual_token_ids=()) -> jax.Array:
+    """`[B, L-1]` weights of the targets `input_ids[:, 1:]`.
+
+    A target counts when it is an assistant token (`loss_mask`), or with `train_on_prompt` any
+    real token except visual placeholders; never across a packed-sample boundary or padding.
+    """
+    ids, seg = batch["input_ids"], batch["segment_ids"]
+    same_sample = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
+    if train_on_prompt:
+        keep = jnp.ones_like(same_sample)
+        for t in visual_token_ids:
+            keep &= ids[:, 1:] != t
+    else:
+        keep = batch["loss_mask"][:, 1:].astype(bool)
+    return (same_sample & keep).astype(jnp.float32)
+
+
+def cross_entropy_sums(logits, targets, weights):
+    """Sums of weighted CE and correct argmax over `[B, T, V]` logits; returns (ce, correct)."""
+    logits = logits.astype(jnp.float32)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    ce = jnp.sum((lse - target_logit) * weights)
+    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    return ce, correct
+
+
+def micro_batch_sums(params, batch, *, model: Qwen2_5_VL, train_on_prompt: bool):
+    """Forward one micro-batch; returns (ce_sum, {tokens, correct}).
+
+    With LoRA adapters in `params` (a `"lora"` entry) the model runs on the base plus the
+    adapters, and only the adapters get gradients.
+    """
+    if "lora" in params:
+        params = effective_params(params)
+    out = model.apply(
+        {"params": params},
+        batch["input_ids"],
+        segment_ids=batch["segment_ids"],
+        position_ids=batch["position_ids"],
+        visual_pixels=batch.get("visual_pixels"),
+        vision_layout=batch.get("vision_layout"),
+    )
+    c = model.config
+    w = target_weights(
+        batch,
+        train_on_prompt=train_on_prompt,
+        visual_token_ids=(c.image_token_id, c.video_token_id),
+    )
+    ce, correct = cross_entropy_sums(out.logits[:, :-1], batch["input_ids"][:, 1:], w)
+    return ce, {"tokens": jnp.sum(w), "correct": correct}
+
+
+def _micro(batch, i):
+    return jax.tree.map(lambda x: x[i], batch)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model: Qwen2_5_VL,
+    tx: optax.GradientTransformation,
+    train_on_prompt: bool = False,
+) -> tuple[TrainState, dict]:
+    """One optimizer step over M accumulated micro-batches (a `lax.scan` inside the jit).
+
+    A step whose loss or gradients are not finite leaves the state unchanged (apart from the
+    step counter) and reports `skipped = 1`; the host loop stops after too many in a row.
+    Metrics are sums plus denominators (normalised on the host).
+    """
+    sums = functools.partial(micro_batch_sums, model=model, train_on_prompt=train_on_prompt)
+    grad_fn = jax.value_and_grad(sums, has_aux=True)
+
+    def body(carry, i):
+        grads, ce, tokens, correct = carry
+        (ce_mb, aux), g = grad_fn(state.params, _micro(batch, i))
+        grads = jax.tree.map(jnp.add, grads, g)
+        return (grads, ce + ce_mb, tokens + aux["tokens"], correct + aux["correct"]), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    init = (zeros, jnp.float32(0), jnp.float32(0), jnp.float32(0))
+    (grads, ce, tokens, correct), _ = jax.lax.scan(
+        body, init, jnp.arange(batch["input_ids"].shape[0])
+    )
+    denom = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    loss = ce / denom
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        rng=jax.random.fold_in(state.rng, state.step),
+    )
+    metrics = {
+        "loss_sum": ce,
+        "tokens": tokens,
+        "correct": correct,
+        "grad_norm": grad_norm,
+        "update_norm": optax.tree.norm(updates),
+        "param_norm": optax.tree.norm(new_state.params),
+        "skipped": 1 - ok.astype(jnp.int32),
+    }
+    return new_state, metrics
+
+
+def eval_step(params, batch, *, model: Qwen2_5_VL, train_on_prompt: bool = False) -> dict:
+    """Loss and token-accuracy sums over the M micro-batches of an eval batch."""
+    sums = functools.partial(micro_batch_sums, model=model, train_on_prompt=train_on_prompt)
+
+    def body(carry, i):
+        ce, aux = sums(params, _micro(batch, i))
+        return jax.tree.map(jnp.add, carry, {"loss_sum": ce, **aux}), None
+
+    init = {"loss_sum": jnp.float32(0), "tokens": jnp.float32(0), "correct": jnp.float32(0)}
+    out, _ = jax.lax.scan(body, init, jnp.arange(batch["input_ids"].shape[0]))
+    return out

@@ -1,0 +1,98 @@
+"""The embedded synthetic dataset as trainer input: build it, train its tokenizer, batch it.
+
+Shared by the SFT, GRPO and evaluation jobs: `prepare(config, workdir)` builds the dataset
+(skipped when already built) and the tokenizer (trained once on the train split's texts, saved
+under the workdir), and returns them with the model config adapted to the tokenizer's ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+
+from vlmm_jax.data.chat import build_sample, sft_response
+from vlmm_jax.data.synthetic import SyntheticSource, build_synthetic
+from vlmm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from vlmm_jax.data.vision_processing import process_video
+from vlmm_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticData:
+    path: str  # the built dataset (pass to SyntheticSource)
+    tokenizer: Tokenizer
+    model_config: ModelConfig  # vocabulary and special ids set from the tokenizer
+
+    def split(self, name: str) -> SyntheticSource:
+        return SyntheticSource(self.path, name)
+
+
+def build(data: ml_collections.ConfigDict) -> str:
+    s = data.synthetic
+    return build_synthetic(
+        os.path.expanduser(data.dir),
+        num_train=s.num_train,
+        num_val=s.num_val,
+        num_test=s.num_test,
+        seed=s.seed,
+        frames=s.frames,
+        size=s.size,
+        fps=s.fps,
+        difficulty=s.difficulty,
+    )
+
+
+def corpus(source: SyntheticSource, limit: int) -> list[str]:
+    """Questions, options and target completions of the first `limit` examples."""
+    texts = []
+    for i in range(min(limit, len(source))):
+        ex = source[i].example
+        texts += [ex.prompt(think=True), sft_response(ex), *ex.options]
+    return texts
+
+
+def prepare(config: ml_collections.ConfigDict, model_config: ModelConfig, workdir: str):
+    """Builds (or finds) the dataset and tokenizer; returns `SyntheticData`."""
+    path = build(config.data)
+    tok_dir = config.data.get("tokenizer") or os.path.join(workdir, "tokenizer")
+    if os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
+        tok = load_tokenizer(tok_dir)
+    else:
+        texts = corpus(SyntheticSource(path, "train"), config.data.tokenizer_corpus)
+        tok = train_tokenizer(texts, config.data.vocab_size, tok_dir)
+    vocab = -(-tok.vocab_size // 128) * 128  # a multiple of 128: shards evenly
+    text = dataclasses.replace(model_config.text, vocab_size=vocab)
+    model_config = model_config.replace(text=text, **tok.model_token_ids())
+    return SyntheticData(path=path, tokenizer=tok, model_config=model_config)
+
+
+class SyntheticSample:
+    """`SyntheticRecord -> model-ready sample` (picklable, for grain workers).
+
+    Frames are kept at their rendered size (`min_pixels = max_pixels = H * W`), so boxes in
+    the answers stay in pixel coordinates of what the model sees.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, config: ModelConfig, mode: str = "sft"):
+        self.tokenizer, self.config, self.mode = tokenizer, config, mode
+
+    def visual(self, record, frames=None) -> dict[str, np.ndarray]:
+        frames = record.frames if frames is None else frames
+        side = frames.shape[1] * frames.shape[2]
+        pixels, grid = process_video(frames, min_pixels=side, max_pixels=side)
+        spg = self.config.vision.temporal_patch_size / record.fps
+        return {
+            "pixel_values_videos": pixels,
+            "video_grid_thw": grid,
+            "second_per_grid_ts": np.array([spg], np.float32),
+        }
+
+    def __call__(self, record):
+        # The frames travel with the record; the example names them so the prompt holds a video.
+        example = dataclasses.replace(record.example, video=f"synthetic/{record.example.id}")
+        return build_sample(
+            example, self.tokenizer, self.config, mode=self.mode, visual=self.visual(record)
+        )
