@@ -4,8 +4,6 @@ import json
 import os
 import runpy
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -22,8 +20,8 @@ def recipe(name, tmp_path):
     return config
 
 
-@pytest.mark.parametrize("lora", [False, True])
-def test_sft_then_grpo_on_synthetic(tmp_path, lora):
+def test_sft_then_grpo_on_synthetic(tmp_path):
+    """SFT -> HF export -> GRPO with LoRA (the reference policy is the base, no weight copy)."""
     from vlmm_jax.training.grpo_loop import train_grpo
     from vlmm_jax.training.trainer import train_sft
 
@@ -39,7 +37,7 @@ def test_sft_then_grpo_on_synthetic(tmp_path, lora):
     grpo.init_from = sft.export_hf_dir
     grpo.data.tokenizer = os.path.join(workdir, "tokenizer")  # the SFT stage's
     grpo.train.steps = 1
-    grpo.lora.enabled = lora
+    grpo.lora.enabled = True
     g = grpo.grpo
     g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
     g.eval_examples, g.eval_batch_size, g.dynamic_sampling = 4, 4, False

@@ -85,7 +85,7 @@ def create_train_state(
             step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_key
         )
 
-    with mesh:
+    with jax.set_mesh(mesh):
         state = jax.jit(init, out_shardings=shardings)(rng)
     return state, shardings
 

@@ -19,7 +19,7 @@ import numpy as np
 from vlmm_jax.config_dicts import build_model_config
 from vlmm_jax.models import Qwen2_5_VL, abstract_params, init_params, load_params, save_pretrained
 from vlmm_jax.results import write_stage_results
-from vlmm_jax.training import synthetic_data
+from vlmm_jax.training import annotation_data, synthetic_data
 from vlmm_jax.training.batches import batch_shardings, shard_batch
 from vlmm_jax.training.checkpoint import Checkpointer
 from vlmm_jax.training.data_sources import make_dataset
@@ -61,6 +61,9 @@ class SFTRun:
         if config.data.source == "synthetic":
             self.data = synthetic_data.prepare(config, self.model_config, workdir)
             self.model_config = self.data.model_config  # vocabulary and ids of its tokenizer
+        elif config.data.source == "annotations":
+            self.data = annotation_data.prepare(config, self.model_config, workdir)
+            self.model_config = self.data.model_config  # the checkpoint's, with its tokenizer's ids
         self.model = Qwen2_5_VL(self.model_config)
         self.abstract = abstract_params(self.model_config)
         lora = config.get("lora")
@@ -97,7 +100,7 @@ class SFTRun:
                 add = jax.jit(lambda p, k: self._add_lora(p, k)["lora"], out_shardings=lora_sh)
                 params = {**params, "lora": add(params, key)}
             return state_from_params(params, self.tx, shardings, key)
-        with self.mesh:
+        with jax.set_mesh(self.mesh):
             state, _ = create_train_state(
                 lambda k: self._add_lora(init_params(self.model, k), k),
                 self.abstract,
@@ -147,7 +150,7 @@ class SFTRun:
         return self._jitted[name]
 
     def run_step(self, name, *args):
-        with self.mesh, nn.logical_axis_rules(self.rules):
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             return self.jitted(name, args[-1])(*args)
 
     def evaluate(self, params) -> dict[str, float]:
