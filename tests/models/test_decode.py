@@ -115,3 +115,33 @@ def test_per_row_visual_pixels_equal_flat_inputs():
     ).logits
     mask = inputs["attention_mask"].astype(bool)
     np.testing.assert_allclose(np.asarray(batched)[mask], np.asarray(flat)[mask], atol=1e-5)
+
+
+def test_identical_items_run_as_a_batch():
+    """Same-grid videos take the batched vision layout; logits equal the one-sequence layout."""
+    config = tiny()
+    model = Qwen2_5_VL(config)
+    params = init_params(model, jax.random.key(2))
+    inputs = batch_inputs(
+        [Prompt(0).text(2).video(2, 4, 6).text(2), Prompt(1).text(3).video(2, 4, 6).text(1)]
+    )
+    grids = inputs["video_grid_thw"]
+    batched = vision_layout(grids, config.vision)
+    assert batched["patch_order"].shape == (2, 48)
+
+    def logits(layout):
+        return model.apply(
+            {"params": params},
+            jnp.asarray(inputs["input_ids"]),
+            jnp.asarray(inputs["attention_mask"]),
+            pixel_values_videos=jnp.asarray(inputs["pixel_values_videos"]),
+            video_grid_thw=grids,
+            second_per_grid_ts=inputs["second_per_grid_ts"],
+            vision_layout=layout,
+        ).logits
+
+    single = logits(vision_layout(grids, config.vision, batch_items=False))
+    mask = inputs["attention_mask"].astype(bool)
+    np.testing.assert_allclose(
+        np.asarray(logits(batched))[mask], np.asarray(single)[mask], atol=1e-5
+    )

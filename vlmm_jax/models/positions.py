@@ -114,7 +114,9 @@ def text_positions(slots: jax.Array, rope_deltas: jax.Array) -> jax.Array:
     return jnp.broadcast_to((slots + rope_deltas)[None], (3, *slots.shape)).astype(jnp.int32)
 
 
-def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict[str, np.ndarray]:
+def vision_layout(
+    grid_thw: np.ndarray, config: VisionConfig, *, batch_items: bool = True
+) -> dict[str, np.ndarray]:
     """Window reordering, rotary positions and attention segments of the vision tower.
 
     Qwen2.5-VL runs its blocks on patches grouped by attention window (windows of
@@ -124,6 +126,10 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict[str, np.nd
     Args:
       grid_thw: `[M, 3]` patch grids of all images and videos in the batch, in input order.
 
+    When every item has the same grid (and `batch_items`), the layout is that of one item with a
+    leading item axis `[M, ...]`: the tower then runs the items as a batch, so attention cost
+    grows with the items' count, not its square.
+
     Returns:
       dict of int32 arrays: `patch_order [P]` (window order -> input patch index),
       `merged_inverse [P/4]` (undo the order after merging), `rope_hw [P, 2]` (row and column of
@@ -131,6 +137,12 @@ def vision_layout(grid_thw: np.ndarray, config: VisionConfig) -> dict[str, np.nd
       the window / temporal slice of each patch, in window order).
     """
     grid_thw = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    if batch_items and len(grid_thw) > 1 and (grid_thw == grid_thw[0]).all():
+        one = vision_layout(grid_thw[:1], config, batch_items=False)
+        return {
+            k: np.ascontiguousarray(np.broadcast_to(v, (len(grid_thw), *v.shape)))
+            for k, v in one.items()
+        }
     m, mu = config.spatial_merge_size, config.merge_unit
     vws = config.window_size // m // config.patch_size
     window_index, window_id, frame_id, rope_hw = [], [], [], []
@@ -198,5 +210,6 @@ def row_vision_inputs(
         if pad:  # a dummy 1 x m x (pad / m) item; its merged tokens are never placed
             m = config.spatial_merge_size
             grids.append((1, m, pad // m))
-        layouts.append(vision_layout(np.array(grids, np.int64).reshape(-1, 3), config))
+        grids = np.array(grids, np.int64).reshape(-1, 3)
+        layouts.append(vision_layout(grids, config, batch_items=False))
     return pixels, {k: np.stack([lay[k] for lay in layouts]) for k in layouts[0]}

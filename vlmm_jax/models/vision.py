@@ -88,10 +88,14 @@ class VisionTower(nn.Module):
 
     @nn.compact
     def __call__(self, pixel_values: jax.Array, layout: dict[str, jax.Array]) -> jax.Array:
+        flat = pixel_values.ndim == 2
+        if flat and layout["patch_order"].ndim == 2:  # M identical items: run them as a batch
+            items = layout["patch_order"].shape[0]
+            merged = self(pixel_values.reshape(items, -1, pixel_values.shape[-1]), layout)
+            return merged.reshape(-1, merged.shape[-1])
         cfg = self.config.vision
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         w_patch = param(self, "patch_embed", (cfg.patch_dim, cfg.hidden_size), ("patch", "embed"))
-        flat = pixel_values.ndim == 2
         if flat:  # one sequence of all patches
             pixel_values, layout = pixel_values[None], jax.tree.map(lambda a: a[None], layout)
         x = jnp.einsum("BPC,CD->BPD", pixel_values.astype(self.dtype), w_patch.astype(self.dtype))
