@@ -137,3 +137,23 @@ def test_frozen_vision_gets_no_update(params):
     assert not np.allclose(
         new.params["decoder"]["norm"]["scale"], params["decoder"]["norm"]["scale"]
     )
+
+
+def test_run_stops_after_consecutive_non_finite_steps(tmp_path):
+    """Every step of a model with a NaN weight is skipped; the run stops after N in a row."""
+    from vlmm_jax.config_dicts import sft_defaults
+    from vlmm_jax.models import save_pretrained
+    from vlmm_jax.training.trainer import train_sft
+
+    params = init_params(MODEL, jax.random.key(3))
+    params["decoder"]["norm"]["scale"] = params["decoder"]["norm"]["scale"].at[0].set(jnp.nan)
+    save_pretrained(MODEL, params, str(tmp_path / "nan_model"))
+    config = sft_defaults("tiny")
+    config.init_from = str(tmp_path / "nan_model")
+    config.data.batch_size = 2
+    config.train.steps, config.train.eval_every, config.train.eval_batches = 10, 0, 0
+    config.train.max_consecutive_nan = 3
+    with pytest.raises(FloatingPointError, match="3 consecutive non-finite"):
+        train_sft(config, str(tmp_path / "run"))
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all('"skipped": 1' in x for x in lines)
