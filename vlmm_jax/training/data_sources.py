@@ -84,9 +84,37 @@ def synthetic_sft(
     return pipe.map(lambda b: split_micro_batches(batch_arrays(b), d.micro_batches))
 
 
+def annotations_sft(
+    config: ml_collections.ConfigDict, model_config: ModelConfig, split: str, data
+) -> grain.IterDataset:
+    """An annotation file (`training.annotation_data`): real videos decoded by the default
+    `SampleBuilder` in the pipeline, packed (or padded) SFT batches."""
+    from vlmm_jax.data.pipeline import BatchOptions, batch_arrays, make_pipeline
+
+    d = config.data
+    train = split == "train"
+    pipe = make_pipeline(
+        data.split(split),
+        data.tokenizer,
+        model_config,
+        BatchOptions(
+            batch_size=host_batch_size(d.batch_size), max_length=d.max_length, packing=d.packing
+        ),
+        mode="sft",
+        seed=d.seed,
+        shuffle=train,
+        num_epochs=None if train else 1,
+        worker_count=d.num_workers,
+        name=f"{d.path}:{split}",
+        **data.pipeline_kwargs(),
+    )
+    return pipe.map(lambda b: split_micro_batches(batch_arrays(b), d.micro_batches))
+
+
 SOURCES: dict[str, Callable[..., grain.IterDataset]] = {
     "random": random_sft,
     "synthetic": synthetic_sft,
+    "annotations": annotations_sft,
 }
 
 

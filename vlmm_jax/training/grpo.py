@@ -43,8 +43,15 @@ PROMPT_KEYS = (
 
 
 def prompt_inputs(batch: dict) -> dict:
-    """The sampler's inputs from an RL pipeline batch (flat, transformers-style vision)."""
-    return {k: batch[k] for k in PROMPT_KEYS if batch.get(k) is not None}
+    """The sampler's inputs from an RL pipeline batch (flat, transformers-style vision).
+
+    A final partial batch pads with empty rows after its examples; those rows are dropped
+    (the flat pixel arrays only hold the real examples' items).
+    """
+    out = {k: batch[k] for k in PROMPT_KEYS if batch.get(k) is not None}
+    n = len(batch["examples"]) if "examples" in batch else len(out["input_ids"])
+    out["input_ids"], out["attention_mask"] = out["input_ids"][:n], out["attention_mask"][:n]
+    return out
 
 
 def reward_fn(weights: dict[str, float]):

@@ -36,15 +36,21 @@ from vlmm_jax.training.trainer import (
 def prompt_batches(run: SFTRun, split: str, batch_size: int, *, train: bool):
     """RL-mode (left-padded prompt) batches of the run's dataset."""
     if run.data is None:
-        raise ValueError("GRPO needs a dataset with prompts and answers (data.source=synthetic)")
+        raise ValueError(
+            "GRPO needs a dataset with prompts and answers (data.source=synthetic or annotations)"
+        )
     d = run.config.data
+    if d.source == "synthetic":  # the frames travel with the records
+        decode = {"sample_fn": SyntheticSample(run.data.tokenizer, run.model_config, mode="rl")}
+    else:  # annotations: the default SampleBuilder decodes the videos
+        decode = run.data.pipeline_kwargs()
     return make_pipeline(
         run.data.split(split),
         run.data.tokenizer,
         run.model_config,
         BatchOptions(batch_size=batch_size, max_length=d.max_length, visual_layout="flat"),
         mode="rl",
-        sample_fn=SyntheticSample(run.data.tokenizer, run.model_config, mode="rl"),
+        **decode,
         seed=d.seed,
         shuffle=train,
         num_epochs=None if train else 1,

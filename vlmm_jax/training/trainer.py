@@ -150,8 +150,9 @@ class SFTRun:
         return self._jitted[name]
 
     def run_step(self, name, *args):
+        fn = self.jitted(name, args[-1])  # shardings are built outside: unbox must not constrain
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            return self.jitted(name, args[-1])(*args)
+            return fn(*args)
 
     def evaluate(self, params) -> dict[str, float]:
         it = iter(make_dataset(self.config, self.model_config, "validation", self.data))

@@ -1,0 +1,189 @@
+"""Runs one real recipe (configs/*_r1.py) for one step at a shrunken size on fake CPU devices
+(a subprocess worker for `test_real_recipes.py`); prints `RESULT {json}` at the end.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 \
+        python -m tests.training.real_recipe_worker --recipe sft_qwen2_5_vl_7b_video_r1 --dir DIR
+
+Writes into DIR: small mp4s (PyAV), Video-R1 and Time-R1 annotation files pointing at them, and
+a tiny random Hugging Face Qwen2.5-VL checkpoint (transformers) with a tokenizer trained on the
+annotations; then loads the recipe with runpy, overrides only model-independent fields (the
+model is whatever `init_from` holds) and runs `train_sft` / `train_grpo`.
+"""
+
+import argparse
+import json
+import os
+import runpy
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUESTIONS = ["What colour is the square?", "Which way does the square move?"]
+
+
+def write_video(path, n=16, rate=8, size=(56, 56), seed=0):
+    import av
+
+    rng = np.random.default_rng(seed)
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.height, s.width = size
+        s.pix_fmt = "yuv420p"
+        for i in range(n):
+            img = np.full((*size, 3), 40, np.uint8)
+            x = 4 + 2 * i
+            img[20:36, x : x + 16] = rng.integers(0, 255, 3, dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def video_r1_records(n):
+    return [
+        {
+            "problem_id": i,
+            "problem": QUESTIONS[i % 2],
+            "data_type": "video",
+            "problem_type": "multiple choice",
+            "options": ["A. red", "B. green", "C. left", "D. right"],
+            "process": f"<think>The square is seen in clip {i}; it moves right.</think>",
+            "solution": "<answer>D</answer>",
+            "path": f"./videos/v{i % 3}.mp4",
+            "data_source": "test",
+        }
+        for i in range(n)
+    ]
+
+
+def time_r1_records(n):
+    return [
+        {
+            "video": f"./videos/v{i % 3}.mp4",
+            "duration": 2.0,
+            "timestamp": [0.5, 1.5],
+            "sentence": "The square crosses the middle.",
+            "qid": f"q{i}",
+        }
+        for i in range(n)
+    ]
+
+
+def write_data(root):
+    """Videos, annotation files, and the tiny checkpoint (with its tokenizer) under `root`."""
+    os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+    for i in range(3):
+        write_video(os.path.join(root, "videos", f"v{i}.mp4"), seed=i)
+    files = {
+        "video_r1.json": video_r1_records(4),
+        "video_r1_val.json": video_r1_records(2),
+        "time_r1.json": time_r1_records(4),
+    }
+    for name, records in files.items():
+        with open(os.path.join(root, name), "w") as f:
+            json.dump(records, f)
+    write_checkpoint(os.path.join(root, "ckpt"), files)
+
+
+def write_checkpoint(path, files):
+    """A random Qwen2.5-VL written by transformers, sized to a tokenizer trained on the data."""
+    import torch
+    import transformers
+
+    from vlmm_jax.data.tokenizer import train_tokenizer
+
+    texts = [json.dumps(r) for records in files.values() for r in records]
+    tok = train_tokenizer(texts * 4, 400, path)
+    vocab = -(-tok.vocab_size // 128) * 128
+    cfg = transformers.Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+            bos_token_id=None,
+            eos_token_id=tok.eos_id,
+            pad_token_id=tok.pad_id,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            fullatt_block_indexes=[1],
+            window_size=56,
+            tokens_per_second=2,
+        ),
+        image_token_id=tok.image_pad_id,
+        video_token_id=tok.video_pad_id,
+        vision_start_token_id=tok.vision_start_id,
+        vision_end_token_id=tok.vision_end_id,
+    )
+    torch.manual_seed(0)
+    model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
+    model.save_pretrained(path)
+
+
+def shrink(config, root, workdir):
+    """Model-independent overrides: one step, small batches, few small frames, 4 devices."""
+    config.init_from = os.path.join(root, "ckpt")  # the model (architecture and weights)
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1
+    d = config.data
+    d.media_root = root
+    d.max_length = 512
+    d.num_workers = 0
+    d.max_frames, d.fps = 4, 2.0
+    d.min_pixels, d.max_pixels = 28 * 28, 56 * 56
+    d.on_error = "raise"
+    config.train.steps = 1
+    config.optimizer.total_steps = 1
+    config.checkpoint.async_save = False
+    config.export_hf_dir = ""
+    if config.job == "sft":
+        d.path = os.path.join(root, "video_r1.json")
+        d.validation_path = os.path.join(root, "video_r1_val.json")
+        d.batch_size = 4  # one row per device
+        config.train.eval_every, config.train.eval_batches = 0, 1
+        return config
+    d.path = os.path.join(root, "time_r1.json" if d.format == "time_r1" else "video_r1.json")
+    d.validation_fraction = 0.5  # 2 train, 2 validation prompts: full batches of 2
+    g = config.grpo
+    g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
+    g.eval_examples, g.eval_batch_size, g.eval_every = 2, 2, 0
+    config.checkpoint.every = 1
+    return config
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--dir", required=True)
+    args = p.parse_args()
+    root = os.path.join(args.dir, "data")
+    write_data(root)
+    path = os.path.join(ROOT, "configs", f"{args.recipe}.py")
+    config = shrink(runpy.run_path(path)["get_config"](), root, os.path.join(args.dir, "run"))
+    workdir = os.path.join(args.dir, "run")
+    if config.job == "sft":
+        from vlmm_jax.training.trainer import train_sft
+
+        figures = train_sft(config, workdir)
+    else:
+        from vlmm_jax.training.grpo_loop import train_grpo
+
+        figures = train_grpo(config, workdir)
+    import jax
+
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    out = {"figures": figures, "results": results, "devices": jax.device_count()}
+    print("RESULT " + json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    main()
