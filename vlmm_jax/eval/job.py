@@ -1,0 +1,372 @@
+"""The evaluation job: `python -m vlmm_jax.main --config=configs/eval_*.py --workdir=DIR`.
+
+`evaluate_checkpoint(config, workdir)` evaluates one model on one dataset with one strategy:
+
+  model     `config.checkpoint_dir`: an orbax checkpoint folder of a previous stage
+            (`WORKDIR/checkpoints/STAGE`; only the parameters are restored, at
+            `config.checkpoint_step` or the latest step; LoRA adapters are merged), else
+            `config.init_from`: a Hugging Face Qwen2.5-VL directory (ours or a real one), else
+            random initial weights (a baseline; a warning says so).
+  dataset   `config.eval.annotations`: an annotation file in any format of `read_examples`
+            (Video-R1, Time-R1, Charades-STA, multiple-choice benchmarks) with its videos, the
+            tokenizer from `config.data.tokenizer` (default: `config.init_from`); otherwise the
+            split `config.eval.split` of the run's prepared data (`data.source` "synthetic", or
+            an annotation source whose `data` context carries its vision options).
+  strategy  `config.eval.strategy`: "greedy" (batched, the jitted `Sampler`) or one of the
+            test-time scaling strategies of `vlmm_jax.inference.tts` (`STRATEGIES`), one
+            question at a time through a `ModelGenerator`.
+
+Every example is scored by `eval.runner.score` (the `accuracy` reward, format, IoU), so the
+summary's `accuracy` is the mean of the `score` column of the predictions. Writes
+`predictions_<stage>.jsonl` (one line per example), the summary (overall and by category, plus
+the compute spent per question) to `results.json` under `config.stage`, and `results.md`: the
+table of every evaluated stage in that `results.json`, so evaluations of successive stages
+(base, SFT, GRPO) into one workdir build one comparison table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vlmm_jax.data.chat import VisionOptions, build_sample
+from vlmm_jax.data.formats import read_examples
+from vlmm_jax.data.packing import collate_rows, round_up
+from vlmm_jax.data.tokenizer import load_tokenizer
+from vlmm_jax.data.vision_processing import process_video
+from vlmm_jax.eval.runner import evaluate, markdown_table, score, summarize, write_predictions
+from vlmm_jax.inference import tts
+from vlmm_jax.inference.sampler import Sampler
+from vlmm_jax.inference.sampling import Greedy, TopP
+from vlmm_jax.models import Qwen2_5_VL, load_params
+from vlmm_jax.results import write_stage_results
+from vlmm_jax.training.grpo import prompt_inputs
+from vlmm_jax.training.lora import base_params, merge
+from vlmm_jax.training.trainer import SFTRun
+
+_log = logging.getLogger(__name__)
+
+STRATEGY_NAMES = ("greedy", *tts.STRATEGIES)
+
+
+# ----------------------------------------------------------------------------- parameters
+def restore_params(directory: str, step: int | None, abstract, shardings):
+    """The `params` of a train-state checkpoint written by `training.checkpoint.Checkpointer`
+    (optimizer state, RNG and data position are not read), placed on `shardings`."""
+    manager = ocp.CheckpointManager(
+        os.path.expanduser(directory),
+        item_names=("state", "data"),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+    )
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"config.checkpoint_dir={directory}: no complete checkpoint")
+        meta = manager.item_metadata(step)["state"]
+        saved = getattr(meta, "tree", meta)["params"]
+        if ("lora" in saved) != ("lora" in abstract):
+            raise ValueError(
+                f"config.checkpoint_dir={directory} step {step}: the checkpoint "
+                f"{'has' if 'lora' in saved else 'has no'} LoRA adapters but config.lora.enabled="
+                f"{'lora' in abstract}; use the training stage's lora settings"
+            )
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+        )
+        item = {"params": target}
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=item,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True,
+                )
+            ),
+        )
+    finally:
+        manager.close()
+    return out["state"]["params"], step
+
+
+def eval_params(run: SFTRun) -> tuple[Any, str]:
+    """The parameters to evaluate (see the module docstring) and where they came from."""
+    config = run.config
+    _, shardings = run.state_shardings()
+    if config.get("checkpoint_dir"):
+        step = config.get("checkpoint_step")
+        step = None if step is None or step < 0 else step
+        abstract = nn.meta.unbox(run.abstract)
+        params, step = restore_params(config.checkpoint_dir, step, abstract, shardings.params)
+        origin = f"{config.checkpoint_dir}@{step}"
+    elif config.get("init_from"):
+        params = load_params(
+            config.init_from,
+            run.model_config,
+            dtype=run.model_config.param_dtype,
+            shardings=base_params(shardings.params),
+        )
+        return params, config.init_from
+    else:
+        _log.warning("eval: no checkpoint_dir or init_from; evaluating random initial weights")
+        params, origin = run.init_state().params, "random init"
+    if "lora" in params:
+        params = jax.jit(merge)(params)
+    return params, origin
+
+
+# ----------------------------------------------------------------------------- data
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    """Records of the evaluated split and how to turn one into an RL-mode (prompt) sample.
+
+    sample: `(record, num_frames or None) -> build_sample(..., mode="rl")` dict; None keeps the
+      dataset's own frame sampling, a count re-samples the video (sparse-to-dense).
+    example: `record -> Example` (without decoding anything).
+    """
+
+    records: Sequence[Any]
+    sample: Callable[[Any, int | None], dict[str, Any]]
+    example: Callable[[Any], Any]
+    tokenizer: Any
+    model_config: Any
+
+
+def _synthetic_data(run: SFTRun, split: str) -> EvalData:
+    tok, cfg = run.data.tokenizer, run.model_config
+    tps = cfg.vision.temporal_patch_size
+
+    def sample(record, num_frames):
+        frames, fps = record.frames, record.fps
+        if num_frames and num_frames != len(frames):  # uniform re-sampling of the clip
+            idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+            frames, fps = frames[idx], fps * num_frames / len(record.frames)
+        side = frames.shape[1] * frames.shape[2]  # rendered size: boxes stay in pixels
+        pixels, grid = process_video(frames, min_pixels=side, max_pixels=side)
+        visual = {
+            "pixel_values_videos": pixels,
+            "video_grid_thw": grid,
+            "second_per_grid_ts": np.array([tps / fps], np.float32),
+        }
+        example = dataclasses.replace(record.example, video=f"synthetic/{record.example.id}")
+        return build_sample(example, tok, cfg, mode="rl", visual=visual)
+
+    return EvalData(run.data.split(split), sample, lambda r: r.example, tok, cfg)
+
+
+def _example_data(records, tok, cfg, base: VisionOptions) -> EvalData:
+    """`Example` records whose videos are decoded from files (PyAV) by `build_sample`."""
+
+    def sample(example, num_frames):
+        opts = dataclasses.replace(base, nframes=num_frames) if num_frames else base
+        return build_sample(example, tok, cfg, mode="rl", options=opts)
+
+    return EvalData(records, sample, lambda ex: ex, tok, cfg)
+
+
+def _file_data(run: SFTRun, e: ml_collections.ConfigDict) -> EvalData:
+    config = run.config
+    tok_dir = config.data.get("tokenizer") or config.get("init_from")
+    if not tok_dir:
+        raise ValueError(
+            "config.eval.annotations needs a tokenizer: set config.data.tokenizer or init_from"
+        )
+    tok = load_tokenizer(tok_dir)
+    cfg = run.model_config.replace(**tok.model_token_ids())
+    records = read_examples(e.annotations, e.get("format") or None, e.get("media_root") or None)
+    base = VisionOptions(
+        fps=e.fps,
+        nframes=e.num_frames or None,
+        max_pixels=e.max_pixels or None,
+        total_pixels=e.total_pixels,
+    )
+    return _example_data(records, tok, cfg, base)
+
+
+def eval_data(run: SFTRun) -> EvalData:
+    """The evaluated records: `config.eval.annotations`, else split `config.eval.split` of the
+    run's prepared data (synthetic, or an annotation source with its vision options)."""
+    e = run.config.eval
+    if e.get("annotations"):
+        return _file_data(run, e)
+    if run.data is None:
+        raise ValueError(
+            "eval: no dataset; set config.eval.annotations (an annotation file) or "
+            f"config.data.source to a prepared source (got {run.config.data.source!r})"
+        )
+    if run.config.data.source == "synthetic":
+        return _synthetic_data(run, e.split)
+    vision = run.data.vision  # an annotation source (training.annotation_data)
+    if e.num_frames:
+        vision = dataclasses.replace(vision, nframes=e.num_frames)
+    return _example_data(run.data.split(e.split), run.data.tokenizer, run.model_config, vision)
+
+
+def prompt_batch(samples: Sequence[dict], data: EvalData, patch_multiple: int) -> dict[str, Any]:
+    """Left-padded prompts (flat vision layout), length rounded up to 64 to bound compiles."""
+    length = round_up(max(int(s["num_tokens"]) for s in samples), 64)
+    return collate_rows(
+        [[s] for s in samples],
+        data.model_config,
+        length=length,
+        pad_id=data.tokenizer.pad_id,
+        left_pad=True,
+        visual_layout="flat",
+        patch_multiple=patch_multiple,
+    )
+
+
+# ----------------------------------------------------------------------------- strategies
+def make_strategy(e: ml_collections.ConfigDict):
+    """The `tts` strategy named by `e.strategy` with its settings from `config.eval`."""
+    name = e.strategy
+    if name == "self_consistency":
+        return tts.SelfConsistency(n=e.num_samples)
+    if name == "adaptive_consistency":
+        return tts.AdaptiveConsistency(
+            round_size=e.round_size,
+            max_samples=e.num_samples,
+            stopping=e.stopping,
+            threshold=e.threshold,
+            margin=e.margin,
+        )
+    if name == "beam_search":
+        return tts.BeamSearchStrategy(width=e.beam_width, alpha=e.length_alpha)
+    if name == "best_of_n":
+        scorer = tts.MeanLogProb() if e.scorer == "mean_logprob" else tts.RewardScorer(e.scorer)
+        return tts.BestOfN(n=e.num_samples, scorer=scorer)
+    if name == "sparse_to_dense":
+        return tts.SparseToDense(
+            frames=tuple(e.frame_levels), n=e.num_samples, agreement=e.agreement
+        )
+    raise ValueError(f"config.eval.strategy={name!r} is not one of {list(STRATEGY_NAMES)}")
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def _greedy(run, model, params, data: EvalData, n: int, e) -> list[dict[str, Any]]:
+    tok = data.tokenizer
+    sampler = Sampler(
+        model,
+        max_new_tokens=e.max_new_tokens,
+        eos_ids=tok.eos_id,
+        pad_id=tok.pad_id,
+        mesh=run.mesh,
+        logical_axis_rules=run.rules,
+    )
+
+    def generate(batch):
+        out = sampler(params, prompt_inputs(batch), method=Greedy())
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        texts = [tok.decode(t[:n]) for t, n in zip(tokens, lengths, strict=True)]
+        return texts, lengths.tolist()
+
+    def batches():
+        for i in range(0, n, e.batch_size):  # records are read (decoded) batch by batch
+            rows = range(i, min(i + e.batch_size, n))
+            chunk = [data.sample(data.records[j], e.num_frames or None) for j in rows]
+            yield prompt_batch(chunk, data, e.patch_multiple)
+
+    out, _ = evaluate(generate, batches())
+    for r in out:
+        r["samples"] = 1
+    return out
+
+
+def _scaled(run, model, params, data: EvalData, n: int, e, seed) -> list[dict[str, Any]]:
+    tok = data.tokenizer
+    strategy = make_strategy(e)
+    generator = tts.ModelGenerator(
+        model,
+        params,
+        tok.decode,
+        max_new_tokens=e.max_new_tokens,
+        method=TopP(temperature=e.temperature, p=e.top_p),
+        eos_ids=tok.eos_id,
+        pad_id=tok.pad_id,
+        mesh=run.mesh,
+        logical_axis_rules=run.rules,
+    )
+    examples = [data.example(data.records[i]) for i in range(n)]
+
+    def prompt_of(i):  # read when asked; num_frames 0: the dataset's own frame sampling
+        return lambda f: prompt_inputs(
+            prompt_batch([data.sample(data.records[i], f or None)], data, 4)
+        )
+
+    questions = [
+        tts.Question(ex.to_reward_example(), prompt_of(i), e.num_frames or 0)
+        for i, ex in enumerate(examples)
+    ]
+    results = tts.evaluate([strategy], questions, generator, jax.random.key(seed))
+    out = []
+    for ex, res in zip(examples, results[strategy.name], strict=True):
+        out.append(
+            {
+                "id": ex.id,
+                "category": ex.category or ex.problem_type,
+                "problem_type": ex.problem_type,
+                "answer": ex.answer,
+                "completion": res.completion,
+                # tokens decoded per sample (the chosen completion's own ids are not kept)
+                "length": res.spent.tokens / max(1, res.spent.samples),
+                "chosen": _jsonable(res.answer),
+                "samples": res.spent.samples,
+                "spent": res.spent.as_dict(),
+                "info": _jsonable(dict(res.info)),
+                **score(res.completion, ex),
+            }
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- the job
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs the evaluation described in the module docstring; returns the stage's figures."""
+    e = config.eval
+    if e.strategy not in STRATEGY_NAMES:
+        raise ValueError(f"config.eval.strategy={e.strategy!r} is not one of {STRATEGY_NAMES}")
+    run = SFTRun(config, workdir)
+    params, origin = eval_params(run)
+    data = eval_data(run)
+    model = run.model if data.model_config == run.model_config else Qwen2_5_VL(data.model_config)
+    n = min(e.num_examples or len(data.records), len(data.records))
+    if e.strategy == "greedy":
+        preds = _greedy(run, model, params, data, n, e)
+        strategy_name = "greedy"
+    else:
+        preds = _scaled(run, model, params, data, n, e, config.seed)
+        strategy_name = make_strategy(e).name
+    summary = summarize(preds)
+    if preds and "spent" in preds[0]:
+        summary["compute_per_question"] = {
+            k: float(np.mean([p["spent"][k] for p in preds])) for k in preds[0]["spent"]
+        }
+    figures = {
+        "model": origin,
+        "dataset": e.get("annotations") or f"{config.data.source}:{e.split}",
+        "strategy": strategy_name,
+        **summary,
+    }
+    if jax.process_index() == 0:
+        write_predictions(os.path.join(workdir, f"predictions_{config.stage}.jsonl"), preds)
+        path = write_stage_results(workdir, config.stage, figures)
+        with open(path) as f:
+            stages = json.load(f)["stages"]
+        evaluated = {k: v for k, v in stages.items() if "by_category" in v}
+        with open(os.path.join(workdir, "results.md"), "w") as f:
+            f.write(markdown_table(evaluated) + "\n")
+    print(json.dumps({config.stage: figures}, indent=2, default=str))
+    return figures
