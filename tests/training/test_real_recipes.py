@@ -1,4 +1,4 @@
-"""The real-data recipes (configs/*_r1.py) build, shard on 4 fake devices and run one step.
+"""The real-data recipes (configs/*_r1.py) build, shard on fake devices and run one step.
 
 Each runs in a subprocess (`tests.training.real_recipe_worker`) on a tiny random Hugging Face
 Qwen2.5-VL checkpoint with a trained tokenizer, and Video-R1 / Time-R1 annotation files that
@@ -45,8 +45,11 @@ def run_recipe(recipe, tmp_path, devices=4, timeout=900):
 def test_real_recipe_runs_one_step(recipe, tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("torch")
-    out = run_recipe(recipe, tmp_path)
-    assert out["devices"] == 4
+    # GRPO on 2 fake devices: CPU collectives across 4 device threads on a loaded 2-core machine
+    # can miss XLA's 40 s rendezvous deadline; 2 devices still shard every parameter.
+    devices = 4 if recipe.startswith("sft") else 2
+    out = run_recipe(recipe, tmp_path, devices=devices)
+    assert out["devices"] == devices
     stages = out["results"]["stages"]
     if recipe.startswith("sft"):
         sft = stages["sft"]

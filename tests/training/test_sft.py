@@ -111,8 +111,9 @@ def test_accumulation_equals_one_batch_and_nan_skips(params):
     np.testing.assert_allclose(
         m1["loss_sum"] / m1["tokens"], m4["loss_sum"] / m4["tokens"], rtol=1e-5
     )
+    np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)  # Adam step ~ lr * sign(g)
     bad = jax.tree.map(lambda x: x, state.params)
     bad["decoder"]["norm"]["scale"] = bad["decoder"]["norm"]["scale"].at[0].set(jnp.nan)
     s_bad, m_bad = step(state.replace(params=bad), one)
