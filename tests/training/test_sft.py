@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from vlmm_jax.models import Qwen2_5_VL, init_params
@@ -99,7 +100,7 @@ def _opt():
 
 def test_accumulation_equals_one_batch_and_nan_skips(params):
     samples = [random_sample(CONFIG, i, text=16 + 4 * i) for i in range(4)]
-    tx = make_optimizer(_opt(), params)
+    tx = optax.sgd(1.0)  # params move by the gradient itself: compares the accumulated gradients
     state = TrainState(
         step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0)
     )
@@ -113,7 +114,7 @@ def test_accumulation_equals_one_batch_and_nan_skips(params):
     )
     np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s4.params), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)  # Adam step ~ lr * sign(g)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     bad = jax.tree.map(lambda x: x, state.params)
     bad["decoder"]["norm"]["scale"] = bad["decoder"]["norm"]["scale"].at[0].set(jnp.nan)
     s_bad, m_bad = step(state.replace(params=bad), one)
