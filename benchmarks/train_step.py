@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import torch
 
-from benchmarks.forward import VIDEO, hf_model, inputs
+from benchmarks.forward import VIDEO, hf_model, inputs, timeit
 from vlmm_jax.models import from_pretrained
 from vlmm_jax.models.positions import rope_index, row_vision_inputs
 from vlmm_jax.training.optimizer import make_optimizer
@@ -41,16 +41,6 @@ def matmul_peak(n=2048, repeats=5) -> float:
     for _ in range(repeats):
         f(a).block_until_ready()
     return 2 * n**3 * repeats / (time.perf_counter() - start)
-
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main():
@@ -111,7 +101,7 @@ def main():
         holder["state"], m = step(holder["state"], batch)
         jax.block_until_ready(m)
 
-    ours_s = median_time(ours, args.repeats)
+    ours_s = timeit(ours, args.repeats)
     # PyTorch: the same step on the same batch (loss on all non-visual next tokens).
     hf.train()
     torch_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.0)
@@ -130,7 +120,7 @@ def main():
         hf(**t_in).loss.backward()
         torch_opt.step()
 
-    torch_s = median_time(theirs, args.repeats)
+    torch_s = timeit(theirs, args.repeats)
     peak = matmul_peak()
     tokens = ids.size
     print(
