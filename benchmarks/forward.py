@@ -27,7 +27,8 @@ VOCAB = 4096
 IMAGE, VIDEO, VSTART, VEND = VOCAB - 2, VOCAB - 1, VOCAB - 4, VOCAB - 3
 
 
-def hf_model(seed=0):
+def hf_model(seed=0, eos_token_id=0):
+    """A small random transformers Qwen2.5-VL (4 layers, width 256, 4 vision blocks)."""
     config = transformers.Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=VOCAB,
@@ -39,7 +40,7 @@ def hf_model(seed=0):
             rms_norm_eps=1e-6,
             rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1e4},
             bos_token_id=None,
-            eos_token_id=0,
+            eos_token_id=eos_token_id,
             pad_token_id=0,
         ),
         vision_config=dict(

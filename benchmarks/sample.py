@@ -18,7 +18,7 @@ patch count), which the naive path's 64 video copies would not fit with a longer
 
 Prints JSON; ratios > 1 mean ours (shared prefix) is faster.
 
-    python benchmarks/sample.py [--prompts 8] [--samples 8] [--new-tokens 128] [--text 990]
+    python -m benchmarks.sample [--prompts 8] [--samples 8] [--new-tokens 128] [--text 990]
 """
 
 from __future__ import annotations
@@ -33,50 +33,18 @@ import time
 import jax
 import numpy as np
 import torch
-import transformers
 
+from benchmarks.forward import VEND, VIDEO, VOCAB, VSTART
+from benchmarks.forward import hf_model as forward_model
 from vlmm_jax.inference import Sampler, TopK
 from vlmm_jax.models import from_pretrained
 
-VOCAB = 4096
-IMAGE, VIDEO, VSTART, VEND = VOCAB - 2, VOCAB - 1, VOCAB - 4, VOCAB - 3
 EOS = VOCAB - 5
 
 
 def hf_model(seed=0):
-    config = transformers.Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=VOCAB,
-            hidden_size=256,
-            intermediate_size=768,
-            num_hidden_layers=4,
-            num_attention_heads=8,
-            num_key_value_heads=2,
-            rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1e4},
-            bos_token_id=None,
-            eos_token_id=EOS,
-            pad_token_id=0,
-        ),
-        vision_config=dict(
-            depth=4,
-            hidden_size=128,
-            intermediate_size=256,
-            num_heads=4,
-            out_hidden_size=256,
-            fullatt_block_indexes=[1, 3],
-            window_size=112,
-            tokens_per_second=2,
-        ),
-        image_token_id=IMAGE,
-        video_token_id=VIDEO,
-        vision_start_token_id=VSTART,
-        vision_end_token_id=VEND,
-    )
-    torch.manual_seed(seed)
-    return transformers.Qwen2_5_VLForConditionalGeneration._from_config(
-        config, attn_implementation="sdpa", dtype=torch.float32
-    ).eval()
+    """forward.py's benchmark model, with an EOS id inside the vocabulary."""
+    return forward_model(seed, eos_token_id=EOS)
 
 
 def prompts(batch, text, frames=4, side=112, seed=0):
