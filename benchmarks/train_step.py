@@ -20,11 +20,11 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import torch
 
 from benchmarks.forward import VIDEO, hf_model, inputs, timeit
+from vlmm_jax.config_dicts import optimizer_defaults
 from vlmm_jax.models import from_pretrained
 from vlmm_jax.models.positions import rope_index, row_vision_inputs
 from vlmm_jax.training.optimizer import make_optimizer
@@ -74,19 +74,13 @@ def main():
         "vision_layout": layout,
     }
     batch = jax.tree.map(lambda x: jnp.asarray(x)[None], batch)  # one micro-batch
-    opt = ml_collections.ConfigDict(
-        dict(
-            learning_rate=1e-4,
-            warmup_steps=0,
-            total_steps=100,
-            schedule="constant",
-            max_grad_norm=0.0,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            weight_decay=0.0,
-            freeze=(),
-        )
+    opt = optimizer_defaults(
+        learning_rate=1e-4,
+        warmup_steps=0,
+        schedule="constant",
+        max_grad_norm=0.0,
+        b2=0.999,
+        weight_decay=0.0,
     )
     tx = make_optimizer(opt, params)
     state = TrainState(

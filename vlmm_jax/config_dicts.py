@@ -71,6 +71,24 @@ def build_model_config(cd: ml_collections.ConfigDict) -> ModelConfig:
     return ModelConfig(text=text, vision=vis, **rest)
 
 
+def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
+    """A recipe's `config.optimizer` (see `training.optimizer.make_optimizer`) + `overrides`."""
+    o = ml_collections.ConfigDict()
+    o.learning_rate = 1e-3  # peak
+    o.schedule = "cosine"  # cosine | linear | constant after warmup
+    o.warmup_steps = 10
+    o.total_steps = 100  # schedule length (normally train.steps)
+    o.end_lr_ratio = 0.1  # final lr / peak (cosine, linear)
+    o.max_grad_norm = 1.0  # global-norm clipping; 0 disables
+    o.b1 = 0.9
+    o.b2 = 0.95
+    o.eps = 1e-8
+    o.weight_decay = 0.01  # AdamW, matrices only
+    o.freeze = ()  # parts to freeze: vision, merger, llm, embeddings, or regexes
+    o.update(overrides)
+    return o
+
+
 def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     """Every field an SFT recipe has, with a comment each; recipes override what they change."""
     from vlmm_jax.training.mesh import DEFAULT_RULES
@@ -94,18 +112,7 @@ def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.data.num_examples = 256  # random source: examples per epoch
     c.data.video_grid = (2, 4, 4)  # random source: (t, h, w) patch grid of each video
 
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.learning_rate = 1e-3  # peak
-    c.optimizer.schedule = "cosine"  # cosine | linear | constant after warmup
-    c.optimizer.warmup_steps = 10
-    c.optimizer.total_steps = 100  # schedule length (normally train.steps)
-    c.optimizer.end_lr_ratio = 0.1  # final lr / peak (cosine, linear)
-    c.optimizer.max_grad_norm = 1.0  # global-norm clipping; 0 disables
-    c.optimizer.b1 = 0.9
-    c.optimizer.b2 = 0.95
-    c.optimizer.eps = 1e-8
-    c.optimizer.weight_decay = 0.01  # AdamW, matrices only
-    c.optimizer.freeze = ()  # parts to freeze: vision, merger, llm, embeddings, or regexes
+    c.optimizer = optimizer_defaults()
 
     c.lora = ml_collections.ConfigDict()
     c.lora.enabled = False  # train low-rank adapters only; the base model stays frozen

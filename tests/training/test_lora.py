@@ -6,10 +6,10 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from vlmm_jax.config_dicts import optimizer_defaults
 from vlmm_jax.models import Qwen2_5_VL, abstract_params, from_pretrained, save_pretrained
 from vlmm_jax.models.config import tiny
 from vlmm_jax.training.batches import pad_batch, random_sample
@@ -112,19 +112,8 @@ def test_abstract_with_lora_matches_add_lora():
 
 def test_trains_only_adapters(params, batch):
     p = add_lora(params, targets=TARGETS, rank=4, alpha=8.0, rng=jax.random.key(1))
-    opt = ml_collections.ConfigDict(
-        dict(
-            learning_rate=1e-2,
-            warmup_steps=0,
-            total_steps=10,
-            schedule="constant",
-            max_grad_norm=1.0,
-            b1=0.9,
-            b2=0.95,
-            eps=1e-8,
-            weight_decay=0.01,
-            freeze=(),
-        )
+    opt = optimizer_defaults(
+        learning_rate=1e-2, warmup_steps=0, total_steps=10, schedule="constant"
     )
     tx = make_optimizer(opt, p, train_only=TRAIN_ONLY)
     state = TrainState(step=jnp.int32(0), params=p, opt_state=tx.init(p), rng=jax.random.key(0))

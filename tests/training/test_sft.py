@@ -4,11 +4,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from vlmm_jax.config_dicts import optimizer_defaults
 from vlmm_jax.models import Qwen2_5_VL, init_params
 from vlmm_jax.models.config import tiny
 from vlmm_jax.models.positions import row_vision_inputs
@@ -82,19 +82,8 @@ def test_packed_equals_padded(params):
 
 
 def _opt():
-    return ml_collections.ConfigDict(
-        dict(
-            learning_rate=1e-2,
-            warmup_steps=0,
-            total_steps=10,
-            schedule="constant",
-            max_grad_norm=1.0,
-            b1=0.9,
-            b2=0.95,
-            eps=1e-8,
-            weight_decay=0.0,
-            freeze=(),
-        )
+    return optimizer_defaults(
+        learning_rate=1e-2, warmup_steps=0, total_steps=10, schedule="constant", weight_decay=0.0
     )
 
 
