@@ -9,9 +9,8 @@
 Qwen2.5-VL-7B-COT-SFT). Video-R1's published RL settings (tulerfeng/Video-R1
 `src/scripts/run_grpo_video.sh`, README): G=8, lr 1e-6 cosine, weight decay 0.01, beta 0.04,
 clipping at 5, 768-token completions, T-GRPO (alpha 0.3, mu 0.8), 16 frames of 128*28*28
-pixels, about 1.2k steps. Not reproduced: its length-control bonus (`--len_control`), which
-needs the whole group's accuracies (`rewards.GROUP_REGISTRY["length"]`), not yet wired into the
-trainer's reward sum.
+pixels, about 1.2k steps, and its length control (`--len_control true`: +0.2 for correct
+completions of 320 to 512 tokens when more than one group member is correct).
 """
 
 from vlmm_jax.config_dicts import grpo_defaults, model_config_dict
@@ -63,6 +62,9 @@ def get_config():
     g.temperature = 1.0  # TRL's default rollout temperature
     g.top_p = 1.0
     g.rewards = {"accuracy": 1.0, "format": 1.0}  # Video-R1's reward_funcs, summed
+    g.group_rewards = {  # --len_control true
+        "length": {"weight": 1.0, "min_tokens": 320, "max_tokens": 512, "bonus": 0.2}
+    }
     g.loss_type = "grpo"  # TRL 0.16: per-sequence token mean, then batch mean
     g.importance_level = "token"
     g.eps_low = g.eps_high = 0.2  # TRL's epsilon

@@ -184,6 +184,9 @@ def grpo_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     g.temperature = 1.0  # rollout temperature (0: greedy)
     g.top_p = 1.0  # nucleus sampling of rollouts
     g.rewards = ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5})  # name -> weight
+    # rewards.GROUP_REGISTRY name -> {"weight": w, **kwargs}, e.g. DAPO's overlong penalty:
+    # {"overlong": {"weight": 1.0, "max_length": 128, "cache_length": 32}}
+    g.group_rewards = ml_collections.ConfigDict()
     g.loss_type = "grpo"  # grpo | bnpo | dr_grpo | dapo
     g.importance_level = "token"  # token | sequence (GSPO) | sequence_token
     g.eps_low = 0.2  # clip range below 1

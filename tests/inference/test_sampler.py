@@ -12,11 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.fake_devices import cpu_devices_env
 from tests.inference.conftest import (
     NO_TOKEN,
     SINGLE_SPEC,
     TTS_NEW_TOKENS,
     TTS_SAMPLES,
+    VOCAB,
     tiny_config,
     video_prompts,
 )
@@ -114,6 +116,29 @@ def test_stop_criteria(sampler, greedy, tiny_model, prompts):
     np.testing.assert_array_equal(out.mask, np.arange(NEW)[None] < np.asarray(out.lengths)[:, None])
 
 
+def test_suppressed_ids_are_never_sampled(greedy, tiny_model, prompts):
+    """Suppressing greedy's own choices changes the tokens, and no suppressed id ever appears;
+    the reported log-probs are those of the suppressed distribution."""
+    banned = sorted({int(t) for t in np.asarray(greedy.tokens)[:, :2].ravel()})
+    sampler = Sampler(tiny_model[0], max_new_tokens=NEW, suppress_ids=banned)
+    out = sampler(tiny_model[1], prompts, method=Greedy(), **NEVER)
+    tokens = np.asarray(out.tokens)
+    assert not np.isin(tokens, banned).any()
+    assert (tokens != np.asarray(greedy.tokens)).any()
+    sampled = sampler(
+        tiny_model[1],
+        prompts,
+        rng=jax.random.key(3),
+        method=RandomSampling(),
+        num_samples=4,
+        **NEVER,
+    )
+    assert not np.isin(np.asarray(sampled.tokens), banned).any()
+    assert np.all(np.asarray(out.logprobs) <= 0)
+    with pytest.raises(ValueError, match="suppress_ids"):
+        Sampler(tiny_model[0], max_new_tokens=NEW, suppress_ids=[VOCAB])
+
+
 def test_right_padding_is_rejected(sampler, tiny_model, prompts):
     bad = dict(prompts, attention_mask=prompts["attention_mask"][:, ::-1])
     with pytest.raises(ValueError, match="left-padded"):
@@ -197,12 +222,7 @@ _SHARDED = textwrap.dedent(
 
 
 def test_sharded_params_give_the_same_tokens(greedy):
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=REPO,
-    )
+    env = {**cpu_devices_env(8), "PYTHONPATH": REPO}
     proc = subprocess.run(
         [sys.executable, "-c", _SHARDED],
         cwd=REPO,

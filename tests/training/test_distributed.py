@@ -8,15 +8,13 @@ import sys
 
 import numpy as np
 
+from tests.fake_devices import cpu_devices_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_worker(*args, devices=8, timeout=900):
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-    }
+    env = cpu_devices_env(devices)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.training.sft_worker", *args],
         cwd=ROOT,

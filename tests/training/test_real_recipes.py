@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from tests.fake_devices import cpu_devices_env
 from vlmm_jax.data.records import Example
 from vlmm_jax.training.annotation_data import hold_out
 
@@ -19,11 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def run_recipe(recipe, tmp_path, devices=4, timeout=900):
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-    }
+    env = cpu_devices_env(devices)
     proc = subprocess.run(
         [sys.executable, "-m", "tests.training.real_recipe_worker"]
         + ["--recipe", recipe, "--dir", str(tmp_path)],
@@ -45,11 +42,8 @@ def run_recipe(recipe, tmp_path, devices=4, timeout=900):
 def test_real_recipe_runs_one_step(recipe, tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("torch")
-    # GRPO on 2 fake devices: CPU collectives across 4 device threads on a loaded 2-core machine
-    # can miss XLA's 40 s rendezvous deadline; 2 devices still shard every parameter.
-    devices = 4 if recipe.startswith("sft") else 2
-    out = run_recipe(recipe, tmp_path, devices=devices)
-    assert out["devices"] == devices
+    out = run_recipe(recipe, tmp_path, devices=4)
+    assert out["devices"] == 4
     stages = out["results"]["stages"]
     if recipe.startswith("sft"):
         sft = stages["sft"]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tests.models.conftest import Prompt, batch_inputs
-from vlmm_jax.inference.sampler import prompt_layout
+from vlmm_jax.inference.sampler import prompt_layout, repeat_prompts
 from vlmm_jax.models import Qwen2_5_VL, init_params
 from vlmm_jax.models.config import tiny
 from vlmm_jax.rl import grpo_loss
@@ -44,6 +44,32 @@ def test_shared_prefix_equals_naive():
     np.testing.assert_allclose(l_s, l_n, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_s), jax.tree.leaves(g_n), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_entropy_of_the_shared_prefix_pass():
+    """The entropies equal -sum p log p of the naive full forward's distributions (NumPy)."""
+    config = tiny()
+    model = Qwen2_5_VL(config)
+    params = init_params(model, jax.random.key(0))
+    prompts = batch_inputs([Prompt(0).text(2).video(2, 4, 4).text(2)])
+    completions = jnp.asarray(np.random.default_rng(0).integers(1, 400, (G, N)), jnp.int32)
+    dev = {k: v if k.endswith("grid_thw") else jnp.asarray(v) for k, v in prompts.items()}
+    layout = prompt_layout(prompts, model)
+    _, entropy = shared_prefix_logp(
+        params, model, dev, layout, completions, G, temperature=0.5, with_entropy=True
+    )
+    rep = repeat_prompts(prompts, G, config)
+    ids = np.concatenate([rep["input_ids"], np.asarray(completions)], 1)
+    mask = np.concatenate([rep["attention_mask"], np.ones((G, N), np.int64)], 1)
+    vision = {k: v for k, v in rep.items() if k not in ("input_ids", "attention_mask")}
+    out = model.apply(
+        {"params": params}, ids, mask, vision_layout=prompt_layout(rep, model), **vision
+    )
+    t = prompts["input_ids"].shape[1]
+    z = np.asarray(out.logits[:, t - 1 : -1], np.float64) / 0.5
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(entropy, -(p * np.log(p)).sum(-1), rtol=1e-4, atol=1e-5)
 
 
 def test_shuffle_video_patches_permutes_temporal_slices():

@@ -152,6 +152,11 @@ class Tokenizer:
     def video_pad_id(self) -> int:
         return self.token_id("<|video_pad|>")
 
+    @property
+    def vision_token_ids(self) -> tuple[int, ...]:
+        """The vision markers and placeholders: a generated completion never contains them."""
+        return (self.vision_start_id, self.vision_end_id, self.image_pad_id, self.video_pad_id)
+
     def model_token_ids(self) -> dict[str, int]:
         """Keyword arguments for `ModelConfig.replace` that match this tokenizer's ids."""
         return {

@@ -179,6 +179,8 @@ class Sampler:
       stop_sequences: token-id sequences that end a row once generated (e.g. the tokens of
         "</answer>"); matched on generated tokens only.
       pad_id: written after a row's end (default `config.pad_token_id` or 0).
+      suppress_ids: token ids never sampled (their logits are set to -inf before the method),
+        e.g. the vision placeholders `<|video_pad|>`, which a completion must not contain.
       cache_dtype: KV-cache dtype (default the model's compute dtype).
       mesh, logical_axis_rules: when given, the jitted functions are traced under this mesh and
         these rules, so the model's logical activation constraints (and the cache's) apply.
@@ -194,6 +196,7 @@ class Sampler:
         eos_ids: int | Sequence[int] | None = None,
         stop_sequences: Sequence[Sequence[int]] = (),
         pad_id: int | None = None,
+        suppress_ids: Sequence[int] = (),
         cache_dtype: Any = None,
         mesh: jax.sharding.Mesh | None = None,
         logical_axis_rules: Sequence[tuple[str, Any]] | None = None,
@@ -209,6 +212,10 @@ class Sampler:
             raise ValueError("stop_sequences: an empty sequence would stop every row at once")
         default_pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
         self.pad_id = int(default_pad if pad_id is None else pad_id)
+        self.suppress_ids = tuple(int(t) for t in suppress_ids)
+        vocab = self.config.text.vocab_size
+        if any(not 0 <= t < vocab for t in self.suppress_ids):
+            raise ValueError(f"suppress_ids {self.suppress_ids}: ids must lie in [0, {vocab})")
         self.cache_dtype = jnp.dtype(cache_dtype or self.config.dtype)
         self.mesh = mesh
         self.rules = (
@@ -277,8 +284,9 @@ class Sampler:
 
     # ------------------------------------------------------------------ decode loop
     def stop_arrays(self, eos_ids=None, stop_sequences=None) -> dict[str, jax.Array]:
-        """The stop criteria as arrays: `eos [E]` and `stop [S, L]` (sequences right-aligned,
-        left-padded with -1 = "any token"). Traced, so changing them does not recompile."""
+        """The stop criteria as arrays: `eos [E]`, `stop [S, L]` (sequences right-aligned,
+        left-padded with -1 = "any token") and the never-sampled ids `suppress [K]`. Traced, so
+        changing them does not recompile."""
         eos = self.eos_ids if eos_ids is None else _eos_tuple(eos_ids)
         seqs = self.stop_sequences if stop_sequences is None else tuple(map(tuple, stop_sequences))
         if any(len(q) == 0 for q in seqs):
@@ -287,7 +295,11 @@ class Sampler:
         stop = np.full((len(seqs), width), -1, np.int32)
         for i, q in enumerate(seqs):
             stop[i, width - len(q) :] = q
-        return {"eos": jnp.asarray(eos, jnp.int32).reshape(-1), "stop": jnp.asarray(stop)}
+        return {
+            "eos": jnp.asarray(eos, jnp.int32).reshape(-1),
+            "stop": jnp.asarray(stop),
+            "suppress": jnp.asarray(self.suppress_ids, jnp.int32).reshape(-1),
+        }
 
     @staticmethod
     def _stops(stops, recent: jax.Array, token: jax.Array) -> jax.Array:
@@ -326,8 +338,9 @@ class Sampler:
         def body(s):
             i = s["i"]
             step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
-            token = method(s["logits"], step_keys)
-            logp, raw = log_probs(s["logits"], token, method.temperature)
+            logits = s["logits"].at[:, stops["suppress"]].set(-jnp.inf)
+            token = method(logits, step_keys)
+            logp, raw = log_probs(logits, token, method.temperature)
             alive = ~s["done"]
             token = jnp.where(alive, token, self.pad_id)
             recent = jnp.concatenate([s["recent"][:, 1:], token[:, None]], axis=1)

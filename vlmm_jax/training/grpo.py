@@ -26,8 +26,14 @@ import optax
 from vlmm_jax.inference.sampler import Sampler, prompt_layout
 from vlmm_jax.inference.sampling import Greedy, TopP
 from vlmm_jax.models import Qwen2_5_VL
-from vlmm_jax.rewards import REGISTRY
-from vlmm_jax.rl import dynamic_sampling_mask, group_advantages, grpo_loss, temporal_bonus
+from vlmm_jax.rewards import GROUP_REGISTRY, REGISTRY
+from vlmm_jax.rl import (
+    dynamic_sampling_mask,
+    finalize_metrics,
+    group_advantages,
+    grpo_loss,
+    temporal_bonus,
+)
 from vlmm_jax.training.rollout import shared_prefix_logp, shuffle_video_patches
 from vlmm_jax.training.state import TrainState
 
@@ -67,6 +73,37 @@ def reward_fn(weights: dict[str, float]):
     return fn
 
 
+def group_reward_fn(specs: dict[str, dict]):
+    """`(accuracies [B, G], lengths [B, G]) -> (total [B, G], per-reward means)` for the
+    weighted group rewards (`rewards.GROUP_REGISTRY`: Video-R1's length bonus, DAPO's overlong
+    penalty). `specs` maps a name to its `weight` and the function's keyword arguments."""
+    unknown = sorted(set(specs) - set(GROUP_REGISTRY))
+    if unknown:
+        raise ValueError(
+            f"grpo.group_rewards: unknown reward(s) {unknown}; known {sorted(GROUP_REGISTRY)}"
+        )
+    specs = {k: dict(v) for k, v in specs.items()}
+    for name, spec in specs.items():
+        if "weight" not in spec:
+            raise ValueError(f"grpo.group_rewards.{name}: needs a `weight`")
+
+    def fn(accuracies: np.ndarray, lengths: np.ndarray):
+        total, means = np.zeros(accuracies.shape), {}
+        for name, spec in specs.items():
+            kw = {k: v for k, v in spec.items() if k != "weight"}
+            part = np.array(
+                [
+                    GROUP_REGISTRY[name](accuracies=list(a), lengths=[int(x) for x in n], **kw)
+                    for a, n in zip(accuracies, lengths, strict=True)
+                ]
+            )
+            total += spec["weight"] * part
+            means[f"reward_{name}"] = float(part.mean())
+        return total, means
+
+    return fn
+
+
 @functools.partial(jax.jit, static_argnames=("model", "group", "temperature"))
 def policy_logp(params, prompts, layout, completions, *, model, group, temperature):
     """Jitted shared-prefix log-probs `[R, N]` (grids travel as arrays: the layout is given)."""
@@ -75,10 +112,17 @@ def policy_logp(params, prompts, layout, completions, *, model, group, temperatu
 
 def chunk_loss(params, chunk, norms, *, model, group, temperature, loss_cfg):
     """The GRPO loss of one rollout chunk, normalised by the global counts in `norms`."""
-    logp = shared_prefix_logp(
-        params, model, chunk["prompts"], chunk["layout"], chunk["tokens"], group, temperature
+    logp, entropy = shared_prefix_logp(
+        params,
+        model,
+        chunk["prompts"],
+        chunk["layout"],
+        chunk["tokens"],
+        group,
+        temperature,
+        with_entropy=True,
     )
-    return grpo_loss(
+    loss, metrics = grpo_loss(
         logp,
         chunk.get("old_logp"),
         chunk.get("ref_logp"),
@@ -87,6 +131,8 @@ def chunk_loss(params, chunk, norms, *, model, group, temperature, loss_cfg):
         **loss_cfg,
         **norms,
     )
+    metrics["entropy_sum"] = jax.lax.stop_gradient(jnp.sum(entropy * chunk["mask"]))
+    return loss, metrics
 
 
 class GRPO:
@@ -108,6 +154,7 @@ class GRPO:
             max_new_tokens=cfg.max_new_tokens,
             eos_ids=tokenizer.eos_id,
             pad_id=tokenizer.pad_id,
+            suppress_ids=tokenizer.vision_token_ids,
             mesh=mesh,
             logical_axis_rules=rules,
         )
@@ -115,6 +162,7 @@ class GRPO:
             Greedy() if cfg.temperature == 0 else TopP(temperature=cfg.temperature, p=cfg.top_p)
         )
         self.reward = reward_fn(dict(cfg.rewards))
+        self.group_reward = group_reward_fn(dict(cfg.get("group_rewards", {})))
         self.loss_cfg = dict(
             loss_type=cfg.loss_type,
             eps_low=cfg.eps_low,
@@ -144,8 +192,11 @@ class GRPO:
         parts = {k: np.array([s[1][k] for s in scored]) for k in cfg.rewards}
         acc = np.array([REGISTRY["accuracy"](t, e) for t, e in zip(texts, examples, strict=True)])
         b = len(batch["examples"])
-        total = np.array([s[0] for s in scored]).reshape(b, g)
+        lengths = np.asarray(out.lengths).reshape(b, g)
+        group_total, group_means = self.group_reward(acc.reshape(b, g), lengths)
+        total = np.array([s[0] for s in scored]).reshape(b, g) + group_total
         figures = {f"reward_{k}": float(v.mean()) for k, v in parts.items()}
+        figures.update(group_means)
         figures["accuracy"] = float(acc.mean())
         if cfg.temporal and prompts.get("pixel_values_videos") is not None:
             shuffled = dict(prompts)
@@ -237,5 +288,9 @@ class GRPO:
                 params=optax.apply_updates(state.params, updates),
                 opt_state=opt_state,
             )
-            figures = {"loss": loss, "grad_norm": float(optax.tree.norm(grads)), **sums}
+            figures = {
+                "loss": loss,
+                "grad_norm": float(optax.tree.norm(grads)),
+                **finalize_metrics(sums),
+            }
         return state, figures

@@ -22,16 +22,31 @@ from vlmm_jax.inference.sampler import VISION_KEYS, fan_out, repeat_prompts
 from vlmm_jax.models import Qwen2_5_VL, init_cache
 
 
-def _token_logp(logits, tokens, temperature):
-    """log softmax(logits / temperature) at `tokens`: `[R, N, V]`, `[R, N]` -> `[R, N]`."""
-    logits = logits.astype(jnp.float32) / temperature
-    return jnp.take_along_axis(jax.nn.log_softmax(logits, -1), tokens[..., None], -1)[..., 0]
+def _token_logp(logits, tokens, temperature, with_entropy=False):
+    """log softmax(logits / temperature) at `tokens`: `[R, N, V]`, `[R, N]` -> `[R, N]`.
+
+    With `with_entropy`, also the entropy `[R, N]` of each position's distribution.
+    """
+    logp_all = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)
+    logp = jnp.take_along_axis(logp_all, tokens[..., None], -1)[..., 0]
+    if not with_entropy:
+        return logp
+    return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, -1)
 
 
 def shared_prefix_logp(
-    params, model: Qwen2_5_VL, prompts: dict, layout, completions, group: int, temperature=1.0
+    params,
+    model: Qwen2_5_VL,
+    prompts: dict,
+    layout,
+    completions,
+    group: int,
+    temperature=1.0,
+    with_entropy=False,
 ):
     """`[R, N]` log-probs of `completions [R, N]` with one prompt pass per group.
+
+    With `with_entropy`, returns `(logp, entropy)`, both `[R, N]`.
 
     Args:
       prompts: device inputs of the B left-padded prompts (`input_ids`, `attention_mask`, the
@@ -60,7 +75,7 @@ def shared_prefix_logp(
         rope_deltas=jnp.repeat(out.rope_deltas, group, axis=0),
     )
     logits = jnp.concatenate([jnp.repeat(last, group, axis=0), cont.logits[:, :-1]], axis=1)
-    return _token_logp(logits, completions, temperature)
+    return _token_logp(logits, completions, temperature, with_entropy)
 
 
 def naive_logp(params, model: Qwen2_5_VL, prompts: dict, completions, group: int, temperature=1.0):
