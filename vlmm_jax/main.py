@@ -13,10 +13,17 @@ from ml_collections import config_flags
 
 from vlmm_jax import demo
 from vlmm_jax.eval.job import evaluate_checkpoint
+from vlmm_jax.pipeline import run_pipeline
 from vlmm_jax.training.grpo_loop import train_grpo
 from vlmm_jax.training.trainer import train_sft
 
-JOBS = {"demo": demo.run, "sft": train_sft, "grpo": train_grpo, "eval": evaluate_checkpoint}
+JOBS = {
+    "demo": demo.run,
+    "sft": train_sft,
+    "grpo": train_grpo,
+    "eval": evaluate_checkpoint,
+    "pipeline": run_pipeline,
+}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where results, metrics and checkpoints go.")

@@ -51,9 +51,10 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum())
 
 
-def brute_force_beam_search(logits_fn, batch, eos, alpha, kind):
+def brute_force_beam_search(logits_fn, batch, eos, alpha, kind, suppress=()):
     """Plain-Python beam search: every alive beam's EOS expansions join the finished list,
-    the best W other expansions stay alive; after N steps alive beams finish too."""
+    the best W other expansions stay alive; after N steps alive beams finish too. Suppressed
+    ids get -inf logits."""
     lp = lambda n: float(length_penalty(n, alpha, kind))  # noqa: E731
     alive = [[((), 0.0)] for _ in range(batch)]
     finished = [[] for _ in range(batch)]
@@ -66,7 +67,9 @@ def brute_force_beam_search(logits_fn, batch, eos, alpha, kind):
         for b in range(batch):
             candidates = []
             for j, (seq, total) in enumerate(alive[b]):
-                logp = _log_softmax(logits[b * WIDTH + j])
+                row = logits[b * WIDTH + j].copy()
+                row[list(suppress)] = -np.inf
+                logp = _log_softmax(row)
                 for v, lv in enumerate(logp):
                     if v in eos:
                         finished[b].append(((total + lv) / lp(step + 1), seq + (v,), True))
@@ -86,18 +89,32 @@ def logits_fn(tiny_model, prompts):
     return _full_logits_fn(*tiny_model, prompts)
 
 
-# Both cases share one compiled search: EOS ids and the length penalty are traced.
-@pytest.mark.parametrize("kind, alpha, eos_rank", [("simple", 1.0, 0), ("gnmt", 0.6, 1)])
-def test_beam_search_equals_brute_force(tiny_model, prompts, logits_fn, kind, alpha, eos_rank):
+# The first two cases share one compiled search: EOS ids and the length penalty are traced.
+@pytest.mark.parametrize(
+    "kind, alpha, eos_rank, suppress_ranks",
+    [("simple", 1.0, 0, ()), ("gnmt", 0.6, 1, ()), ("simple", 1.0, 2, (0, 1))],
+)
+def test_beam_search_equals_brute_force(
+    tiny_model, prompts, logits_fn, kind, alpha, eos_rank, suppress_ranks
+):
     model, params = tiny_model
-    # EOS = prompt 0's rank-th most likely first token, so that beams do finish early.
-    first = logits_fn(np.full((2 * WIDTH, NEW), -1), 0)[0]
-    eos = (int(np.argsort(-first)[eos_rank]),)
+    # EOS = prompt 0's rank-th most likely first token, so that beams do finish early; the
+    # suppressed ids are its most likely first tokens (never generated: the beams change).
+    ranked = np.argsort(-logits_fn(np.full((2 * WIDTH, NEW), -1), 0)[0])
+    eos = (int(ranked[eos_rank]),)
+    suppress = tuple(int(ranked[r]) for r in suppress_ranks)
     search = BeamSearch(
-        model, width=WIDTH, max_new_tokens=NEW, alpha=alpha, penalty=kind, eos_ids=eos
+        model,
+        width=WIDTH,
+        max_new_tokens=NEW,
+        alpha=alpha,
+        penalty=kind,
+        eos_ids=eos,
+        suppress_ids=suppress,
     )
     got = search(params, prompts)
-    want = brute_force_beam_search(logits_fn, 2, eos, alpha, kind)
+    assert not np.isin(np.asarray(got.tokens), suppress).any()
+    want = brute_force_beam_search(logits_fn, 2, eos, alpha, kind, suppress)
     pad = search.sampler.pad_id
     for b in range(2):
         for j, (score, seq, done) in enumerate(want[b]):

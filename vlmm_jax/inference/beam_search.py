@@ -75,7 +75,7 @@ class BeamSearch:
       eos_ids: ids that finish a beam (None: `config.eos_token_id`). Must leave at least W
         other tokens in the vocabulary.
       early_stopping: end once no alive beam can enter the top W (exact; see above).
-      pad_id, cache_dtype, mesh, logical_axis_rules: as `Sampler`.
+      pad_id, suppress_ids, cache_dtype, mesh, logical_axis_rules: as `Sampler`.
     """
 
     def __init__(
@@ -89,6 +89,7 @@ class BeamSearch:
         eos_ids: int | Sequence[int] | None = None,
         early_stopping: bool = True,
         pad_id: int | None = None,
+        suppress_ids: Sequence[int] = (),
         cache_dtype: Any = None,
         mesh: jax.sharding.Mesh | None = None,
         logical_axis_rules: Sequence[tuple[str, Any]] | None = None,
@@ -104,6 +105,7 @@ class BeamSearch:
             model,
             max_new_tokens=max_new_tokens,
             pad_id=pad_id,
+            suppress_ids=suppress_ids,
             cache_dtype=cache_dtype,
             mesh=mesh,
             logical_axis_rules=logical_axis_rules,
@@ -115,7 +117,7 @@ class BeamSearch:
         self.eos_ids = _eos_tuple(model.config.eos_token_id if eos_ids is None else eos_ids)
         if not self.eos_ids:
             raise ValueError("beam search needs at least one EOS id")
-        if model.config.text.vocab_size - len(self.eos_ids) < width:
+        if model.config.text.vocab_size - len(set(self.eos_ids) | set(suppress_ids)) < width:
             raise ValueError("fewer non-EOS tokens than beams")
         self.early_stopping = bool(early_stopping)
 
@@ -134,6 +136,7 @@ class BeamSearch:
             "eos": jnp.asarray(self.eos_ids, jnp.int32),
             "alpha": jnp.float32(self.alpha),
             "gnmt": jnp.asarray(self.penalty == "gnmt"),
+            "suppress": jnp.asarray(self.sampler.suppress_ids, jnp.int32).reshape(-1),
         }
 
     @staticmethod
@@ -195,7 +198,8 @@ class BeamSearch:
 
         def body(st):
             i = st["i"]
-            logp = jax.nn.log_softmax(st["logits"].astype(jnp.float32), -1).reshape(b, w, v)
+            logits = st["logits"].astype(jnp.float32).at[:, dyn["suppress"]].set(-jnp.inf)
+            logp = jax.nn.log_softmax(logits, -1).reshape(b, w, v)
             cand = st["alive_sum"][..., None] + logp  # [B, W, V]
             # Finished candidates: every alive beam extended by each EOS id.
             eos_sum = cand[..., eos].reshape(b, -1)  # [B, W*E]

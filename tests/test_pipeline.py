@@ -1,0 +1,78 @@
+"""The main job end to end at a tiny size: every stage runs and reports; a rerun does no work."""
+
+import json
+import os
+import runpy
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_quickstart(tmp_path):
+    """configs/quickstart.py shrunk to seconds per stage (the model keeps its architecture)."""
+    c = runpy.run_path(os.path.join(ROOT, "configs", "quickstart.py"))["get_config"]()
+    c.data.dir = str(tmp_path / "data")
+    s = c.data.synthetic
+    s.num_train, s.num_val, s.num_test, s.frames, s.size = 24, 8, 8, 8, 56
+    c.data.tokenizer_corpus, c.data.vocab_size, c.data.max_length = 24, 512, 512
+    c.data.batch_size = 2
+    c.model.num_layers = 2
+    c.sft.train.steps, c.sft.train.eval_every, c.sft.train.eval_batches = 2, 0, 1
+    c.rl.train.steps = 1
+    g = c.rl.grpo
+    g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
+    g.eval_examples, g.eval_batch_size = 4, 4
+    for stage in (c.sft, c.rl):
+        stage.checkpoint.async_save = False
+    c.eval.num_examples, c.eval.max_new_tokens, c.eval.batch_size = 4, 8, 4
+    for overrides in c.tts.values():
+        overrides.num_examples = 2
+    c.tts.self_consistency_8.num_samples = 4
+    return c
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from vlmm_jax.pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("quickstart")
+    config, workdir = tiny_quickstart(tmp), str(tmp / "run")
+    return config, workdir, run_pipeline(config, workdir)
+
+
+def test_every_stage_ran_and_reported(finished):
+    config, workdir, evaluated = finished
+    names = ["untrained", "sft", "grpo", *config.tts.keys()]
+    assert list(evaluated) == names
+    stages = json.load(open(os.path.join(workdir, "results.json")))["stages"]
+    for name in names:
+        assert 0.0 <= stages[name]["accuracy"] <= 1.0, name
+        assert stages[name]["count"] == (2 if name in config.tts else 4), name
+        assert os.path.exists(os.path.join(workdir, f"predictions_{name}.jsonl"))
+    assert stages["sft_train"]["steps"] == 2 and stages["grpo_train"]["steps"] == 1
+    assert stages["self_consistency_8"]["compute_per_question"]["samples"] == 4
+    assert stages["beam_search_4"]["strategy"].startswith("beam")
+    assert os.path.exists(os.path.join(workdir, "sft_hf", "model.safetensors"))
+    assert os.path.exists(os.path.join(workdir, "grpo_hf", "model.safetensors"))
+    table = open(os.path.join(workdir, "results.md")).read().splitlines()
+    assert [row.split("|")[1].strip() for row in table[2:]] == names
+    for png in ("training_curves.png", "tts_compute.png"):
+        with open(os.path.join(workdir, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_does_no_work(finished, capsys):
+    from vlmm_jax.pipeline import run_pipeline
+
+    config, workdir, evaluated = finished
+    metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
+    predictions = {
+        n: os.path.getmtime(os.path.join(workdir, f"predictions_{n}.jsonl")) for n in evaluated
+    }
+    assert run_pipeline(config, workdir) == evaluated
+    out = capsys.readouterr().out
+    assert out.count("skipping") == len(evaluated) + 2  # + the two training stages
+    assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics
+    for n, mtime in predictions.items():
+        assert os.path.getmtime(os.path.join(workdir, f"predictions_{n}.jsonl")) == mtime

@@ -1,0 +1,118 @@
+"""The main job: SFT -> GRPO -> test-time scaling on one dataset, each pillar's gain in one table.
+
+    python -m vlmm_jax.main --config=configs/quickstart.py --workdir=DIR
+
+Stages, in order; each is skipped when a previous run of the same workdir finished it (a
+training stage resumes from its latest checkpoint when it was interrupted):
+
+  untrained     greedy accuracy of the randomly initialised model (the floor)
+  sft_train     chain-of-thought SFT from scratch (`train_sft`), exported to DIR/sft_hf
+  sft           greedy accuracy of the SFT model
+  grpo_train    GRPO (T-GRPO by default) from the SFT export (`train_grpo`), exported to DIR/grpo_hf
+  grpo          greedy accuracy of the GRPO model
+  <tts name>    each strategy of `config.tts` (self-consistency, adaptive self-consistency,
+                beam search, ...) on the GRPO model
+
+Every stage's figures land in DIR/results.json under `stages.<name>` (the evaluated ones always
+with `accuracy` on the held-out split `config.eval.split`); the job prints the table of the
+evaluated stages and writes it to DIR/results.md, with the plots DIR/training_curves.png and
+DIR/tts_compute.png (accuracy against generated tokens per question).
+
+A recipe has the shared fields (`seed`, `model`, `data`, `mesh`, ...) once, the SFT and GRPO
+stages' own fields under `config.sft` and `config.rl` (a full SFT / GRPO recipe without the
+shared fields), the evaluation fields under `config.eval` and the TTS strategies as
+`config.tts.<name>` = overrides of `config.eval`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from vlmm_jax import plots
+from vlmm_jax.config_dicts import PIPELINE_SHARED as SHARED
+from vlmm_jax.config_dicts import eval_defaults, grpo_defaults, sft_defaults
+from vlmm_jax.eval.job import evaluate_checkpoint
+from vlmm_jax.eval.runner import markdown_table
+from vlmm_jax.training.grpo_loop import train_grpo
+from vlmm_jax.training.trainer import train_sft
+
+
+def _recipe(defaults, config, fields, **extra) -> ml_collections.ConfigDict:
+    """A full single-stage recipe: `defaults` updated by the shared fields, then the stage's."""
+    recipe = ml_collections.ConfigDict(defaults.to_dict())
+    recipe.update(ml_collections.ConfigDict({k: config[k] for k in SHARED}).to_dict())
+    recipe.update(fields.to_dict())
+    recipe.update(extra)
+    return recipe
+
+
+def _stages(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("stages", {})
+
+
+def _evaluated(workdir: str, name: str) -> bool:
+    return "accuracy" in _stages(workdir).get(name, {})
+
+
+def eval_stage_names(config: ml_collections.ConfigDict) -> list[str]:
+    return ["untrained", "sft", "grpo", *config.tts.keys()]
+
+
+def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Runs (or resumes) every stage; returns the evaluated stages' figures by name."""
+    sft_hf, grpo_hf = os.path.join(workdir, "sft_hf"), os.path.join(workdir, "grpo_hf")
+
+    def evaluate(name: str, init_from: str, **overrides) -> None:
+        if _evaluated(workdir, name):
+            print(f"{name}: already evaluated in {workdir}, skipping")
+            return
+        fields = ml_collections.ConfigDict({"eval": config.eval.to_dict()})
+        fields.eval.update(overrides)
+        evaluate_checkpoint(
+            _recipe(eval_defaults(), config, fields, stage=name, init_from=init_from), workdir
+        )
+
+    evaluate("untrained", "")
+    train_sft(
+        _recipe(sft_defaults(), config, config.sft, stage="sft_train", export_hf_dir=sft_hf),
+        workdir,
+    )
+    evaluate("sft", sft_hf)
+    train_grpo(
+        _recipe(
+            grpo_defaults(),
+            config,
+            config.rl,
+            stage="grpo_train",
+            init_from=sft_hf,
+            export_hf_dir=grpo_hf,
+        ),
+        workdir,
+    )
+    evaluate("grpo", grpo_hf)
+    for name, overrides in config.tts.items():
+        evaluate(name, grpo_hf, **overrides.to_dict())
+
+    stages = _stages(workdir)
+    evaluated = {k: stages[k] for k in eval_stage_names(config) if k in stages}
+    table = markdown_table(evaluated)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    plots.training_curves(
+        os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png")
+    )
+    plots.accuracy_vs_compute(
+        {k: v for k, v in evaluated.items() if k == "grpo" or k in config.tts},
+        os.path.join(workdir, "tts_compute.png"),
+    )
+    print(table)
+    print(f"results: {workdir}/results.json, results.md, training_curves.png, tts_compute.png")
+    return evaluated
