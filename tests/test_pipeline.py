@@ -10,26 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_quickstart(tmp_path):
-    """configs/quickstart.py shrunk to seconds per stage (the model keeps its architecture)."""
-    c = runpy.run_path(os.path.join(ROOT, "configs", "quickstart.py"))["get_config"]()
-    c.data.dir = str(tmp_path / "data")
-    s = c.data.synthetic
-    s.num_train, s.num_val, s.num_test, s.frames, s.size = 24, 8, 8, 8, 56
-    c.data.tokenizer_corpus, c.data.vocab_size, c.data.max_length = 24, 512, 512
-    c.data.batch_size = 2
-    c.model.num_layers = 2
-    c.sft.train.steps, c.sft.train.eval_every, c.sft.train.eval_batches = 2, 0, 1
-    c.rl.train.steps = 1
-    g = c.rl.grpo
-    g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
-    g.eval_examples, g.eval_batch_size = 4, 4
-    for stage in (c.sft, c.rl):
-        stage.checkpoint.async_save = False
-    c.eval.num_examples, c.eval.max_new_tokens, c.eval.batch_size = 4, 8, 4
-    for overrides in c.tts.values():
-        overrides.num_examples = 2
-    c.tts.self_consistency_8.num_samples = 4
-    return c
+    from vlmm_jax.pipeline import smoke_size
+
+    config = runpy.run_path(os.path.join(ROOT, "configs", "quickstart.py"))["get_config"]()
+    return smoke_size(config, str(tmp_path / "data"))
 
 
 @pytest.fixture(scope="module")

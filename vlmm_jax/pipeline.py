@@ -62,6 +62,31 @@ def _evaluated(workdir: str, name: str) -> bool:
     return "accuracy" in _stages(workdir).get(name, {})
 
 
+def smoke_size(config: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
+    """`config` shrunk to seconds per stage (tests, notebooks in CI): 24 training videos of 8
+    frames at 56x56, 2 decoder layers, 2 SFT steps, 1 GRPO step, 4 questions per greedy eval
+    and 2 per TTS strategy. The numbers it gives mean nothing. Changes `config` in place."""
+    config.data.dir = data_dir
+    s = config.data.synthetic
+    s.num_train, s.num_val, s.num_test, s.frames, s.size = 24, 8, 8, 8, 56
+    config.data.tokenizer_corpus, config.data.vocab_size, config.data.max_length = 24, 512, 512
+    config.data.batch_size = 2
+    config.model.num_layers = 2
+    config.sft.train.steps, config.sft.train.eval_every, config.sft.train.eval_batches = 2, 0, 1
+    config.rl.train.steps = 1
+    g = config.rl.grpo
+    g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
+    g.eval_examples, g.eval_batch_size = 4, 4
+    for stage in (config.sft, config.rl):
+        stage.checkpoint.async_save = False
+    config.eval.num_examples, config.eval.max_new_tokens, config.eval.batch_size = 4, 8, 4
+    for overrides in config.tts.values():
+        overrides.num_examples = 2
+        if overrides.get("num_samples"):
+            overrides.num_samples = 4
+    return config
+
+
 def eval_stage_names(config: ml_collections.ConfigDict) -> list[str]:
     return ["untrained", "sft", "grpo", *config.tts.keys()]
 

@@ -15,58 +15,9 @@ import json
 import os
 import runpy
 
-import numpy as np
+from vlmm_jax.data.toy import shrink_recipe, time_r1_records, video_r1_records, write_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QUESTIONS = ["What colour is the square?", "Which way does the square move?"]
-
-
-def write_video(path, n=16, rate=8, size=(56, 56), seed=0):
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(path, "w") as c:
-        s = c.add_stream("libx264", rate=rate)
-        s.height, s.width = size
-        s.pix_fmt = "yuv420p"
-        for i in range(n):
-            img = np.full((*size, 3), 40, np.uint8)
-            x = 4 + 2 * i
-            img[20:36, x : x + 16] = rng.integers(0, 255, 3, dtype=np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
-def video_r1_records(n):
-    return [
-        {
-            "problem_id": i,
-            "problem": QUESTIONS[i % 2],
-            "data_type": "video",
-            "problem_type": "multiple choice",
-            "options": ["A. red", "B. green", "C. left", "D. right"],
-            "process": f"<think>The square is seen in clip {i}; it moves right.</think>",
-            "solution": "<answer>D</answer>",
-            "path": f"./videos/v{i % 3}.mp4",
-            "data_source": "test",
-        }
-        for i in range(n)
-    ]
-
-
-def time_r1_records(n):
-    return [
-        {
-            "video": f"./videos/v{i % 3}.mp4",
-            "duration": 2.0,
-            "timestamp": [0.5, 1.5],
-            "sentence": "The square crosses the middle.",
-            "qid": f"q{i}",
-        }
-        for i in range(n)
-    ]
 
 
 def write_data(root):
@@ -128,36 +79,6 @@ def write_checkpoint(path, files):
     model.save_pretrained(path)
 
 
-def shrink(config, root, workdir):
-    """Model-independent overrides: one step, small batches, few small frames, 4 devices."""
-    config.init_from = os.path.join(root, "ckpt")  # the model (architecture and weights)
-    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1
-    d = config.data
-    d.media_root = root
-    d.max_length = 512
-    d.num_workers = 0
-    d.max_frames, d.fps = 4, 2.0
-    d.min_pixels, d.max_pixels = 28 * 28, 56 * 56
-    d.on_error = "raise"
-    config.train.steps = 1
-    config.optimizer.total_steps = 1
-    config.checkpoint.async_save = False
-    config.export_hf_dir = ""
-    if config.job == "sft":
-        d.path = os.path.join(root, "video_r1.json")
-        d.validation_path = os.path.join(root, "video_r1_val.json")
-        d.batch_size = 4  # one row per device
-        config.train.eval_every, config.train.eval_batches = 0, 1
-        return config
-    d.path = os.path.join(root, "time_r1.json" if d.format == "time_r1" else "video_r1.json")
-    d.validation_fraction = 0.5  # 2 train, 2 validation prompts: full batches of 2
-    g = config.grpo
-    g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
-    g.eval_examples, g.eval_batch_size, g.eval_every = 2, 2, 0
-    config.checkpoint.every = 1
-    return config
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--recipe", required=True)
@@ -166,7 +87,12 @@ def main():
     root = os.path.join(args.dir, "data")
     write_data(root)
     path = os.path.join(ROOT, "configs", f"{args.recipe}.py")
-    config = shrink(runpy.run_path(path)["get_config"](), root, os.path.join(args.dir, "run"))
+    workspace = {
+        "root": root,
+        "checkpoint": os.path.join(root, "ckpt"),
+        **{k: os.path.join(root, f"{k}.json") for k in ("video_r1", "video_r1_val", "time_r1")},
+    }
+    config = shrink_recipe(runpy.run_path(path)["get_config"](), workspace)
     workdir = os.path.join(args.dir, "run")
     if config.job == "sft":
         from vlmm_jax.training.trainer import train_sft

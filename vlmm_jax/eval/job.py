@@ -280,7 +280,7 @@ def _greedy(run, model, params, data: EvalData, n: int, e) -> list[dict[str, Any
             chunk = [data.sample(data.records[j], e.num_frames or None) for j in rows]
             yield prompt_batch(chunk, data, e.patch_multiple)
 
-    out, _ = evaluate(generate, batches())
+    out, _ = evaluate(generate, batches(), limit=n, progress=run.config.stage)
     for r in out:
         r["samples"] = 1
     return out
@@ -312,7 +312,7 @@ def _scaled(run, model, params, data: EvalData, n: int, e, seed) -> list[dict[st
         tts.Question(ex.to_reward_example(), prompt_of(i), e.num_frames or 0)
         for i, ex in enumerate(examples)
     ]
-    results = tts.evaluate([strategy], questions, generator, jax.random.key(seed))
+    results = tts.evaluate([strategy], questions, generator, jax.random.key(seed), progress=True)
     out = []
     for ex, res in zip(examples, results[strategy.name], strict=True):
         out.append(

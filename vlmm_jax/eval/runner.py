@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import tqdm
 
 from vlmm_jax.eval import answers, metrics
 from vlmm_jax.rewards import REGISTRY
@@ -69,6 +70,7 @@ def evaluate(
     batches: Iterable[dict],
     *,
     limit: int | None = None,
+    progress: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Runs `generate(batch) -> (completions, lengths)` over prompt batches and scores them.
 
@@ -76,12 +78,15 @@ def evaluate(
       generate: one completion (text) and its token count per prompt of the batch.
       batches: RL-mode prompt batches (`vlmm_jax.data.pipeline`), carrying `examples`.
       limit: stop after this many examples.
+      progress: a tqdm bar with this label (over `limit` examples when given).
     Returns:
       (per-example records, summary).
     """
     records: list[dict[str, Any]] = []
+    bar = tqdm.tqdm(total=limit, desc=progress, unit="q", disable=progress is None)
     for batch in batches:
         completions, lengths = generate(batch)
+        bar.update(len(completions))
         for ex, text, n in zip(batch["examples"], completions, lengths, strict=True):
             records.append(
                 {
@@ -97,6 +102,7 @@ def evaluate(
         if limit is not None and len(records) >= limit:
             records = records[:limit]
             break
+    bar.close()
     return records, summarize(records)
 
 

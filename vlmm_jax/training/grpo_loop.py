@@ -30,6 +30,7 @@ from vlmm_jax.training.trainer import (
     _finished_stage,
     _iterator_state,
     _set_iterator_state,
+    export_hf,
 )
 
 
@@ -143,11 +144,7 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if jax.process_index() == 0:
         write_stage_results(workdir, config.stage, figures)
     if config.get("export_hf_dir"):
-        from vlmm_jax.models import save_pretrained
-        from vlmm_jax.training.lora import merge
-
-        params = jax.jit(merge)(state.params) if run.lora else state.params
-        save_pretrained(run.model, params, config.export_hf_dir)
+        export_hf(run, state.params, config.export_hf_dir)
     ckpt.close()
     print(json.dumps({config.stage: figures}, indent=2, default=str))
     return figures

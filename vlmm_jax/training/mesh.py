@@ -40,11 +40,17 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 def maybe_initialize_distributed(multihost: bool | None = None) -> None:
     """`jax.distributed.initialize()` when asked to, or when the environment names a
-    coordinator (`JAX_COORDINATOR_ADDRESS`, as set by launchers); a no-op if already done."""
+    coordinator (`JAX_COORDINATOR_ADDRESS`, as set by launchers); a no-op if already done.
+
+    TPU pods and SLURM / Open MPI jobs are detected by JAX; elsewhere the process count and
+    index come from `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` (with the coordinator address).
+    """
     if multihost is None:
         multihost = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
     if multihost and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+        env = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+        kwargs = {k: int(os.environ[v]) for k, v in env.items() if os.environ.get(v)}
+        jax.distributed.initialize(**kwargs)
 
 
 def mesh_shape(sizes: dict[str, int], num_devices: int) -> dict[str, int]:

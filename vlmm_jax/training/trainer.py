@@ -234,13 +234,20 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     if jax.process_index() == 0:
         write_stage_results(workdir, config.stage, figures)
-    export = config.get("export_hf_dir")
-    if export:
-        params = jax.jit(merge)(state.params) if run.lora else state.params
-        save_pretrained(run.model, params, export, dtype=config.get("export_dtype") or None)
+    if config.get("export_hf_dir"):
+        export_hf(run, state.params, config.export_hf_dir)
     ckpt.close()
     print(json.dumps({config.stage: figures}, indent=2))
     return figures
+
+
+def export_hf(run: SFTRun, params, path: str) -> None:
+    """A Hugging Face checkpoint of `params` (LoRA merged) with the run's tokenizer, so the
+    folder alone starts the next stage or loads in transformers."""
+    params = jax.jit(merge)(params) if run.lora else params
+    save_pretrained(run.model, params, path, dtype=run.config.get("export_dtype") or None)
+    if run.data is not None and jax.process_index() == 0:
+        run.data.tokenizer.save(path)
 
 
 def _finished_stage(workdir: str, stage: str) -> dict | None:

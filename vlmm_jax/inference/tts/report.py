@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import tqdm
 
 from vlmm_jax import rewards
 from vlmm_jax.inference.tts.generator import Generator
@@ -24,16 +25,19 @@ def evaluate(
     rng: jax.Array,
     *,
     score: Score = rewards.REGISTRY["accuracy"],
+    progress: bool = False,
 ) -> dict[str, list[Result]]:
     """Runs every strategy on every question; `Result.score = score(result.completion, example)`.
 
     The default score is `rewards.accuracy`: Video-R1's rule per `problem_type` (IoU for
-    grounding). Question q uses the key `fold_in(rng, q)` under every strategy.
+    grounding). Question q uses the key `fold_in(rng, q)` under every strategy. `progress`
+    shows a tqdm bar per strategy.
     """
     out: dict[str, list[Result]] = {}
     for strategy in strategies:
         results = []
-        for q, question in enumerate(questions):
+        bar = tqdm.tqdm(questions, desc=strategy.name, unit="q", disable=not progress)
+        for q, question in enumerate(bar):
             r = strategy(question, generator, jax.random.fold_in(rng, q))
             value = float(score(r.completion, question.example))
             results.append(dataclasses.replace(r, score=value))
