@@ -18,13 +18,12 @@ CURVES = (
 )
 
 
-def _pyplot():
-    import matplotlib
+def figure(**kwargs):
+    """A matplotlib `Figure` without pyplot: no global backend switch, no GUI, nothing to close
+    (a notebook's inline plots keep working)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
@@ -43,10 +42,10 @@ def training_curves(metrics_path: str, out_path: str) -> list[str]:
                 label = f"{row.get('stage', '?')} {row['split']}"
                 series[title][label].append((row["step"], float(row[key])))
     panels = [t for t, _, _ in CURVES if t in series]
-    plt = _pyplot()
     cols = min(3, max(1, len(panels)))
     rows = -(-max(1, len(panels)) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig = figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, title in zip(axes.ravel(), panels, strict=False):
         for label, points in series[title].items():
             points.sort()
@@ -59,7 +58,6 @@ def training_curves(metrics_path: str, out_path: str) -> list[str]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out_path, dpi=90)
-    plt.close(fig)
     return panels
 
 
@@ -71,8 +69,8 @@ def tokens_per_question(stage: Mapping[str, Any]) -> float:
 
 def accuracy_vs_compute(stages: Mapping[str, Mapping[str, Any]], out_path: str) -> None:
     """Accuracy against generated tokens per question, one labelled point per stage."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=90)
+    fig = figure(figsize=(6.4, 4.4), dpi=90)
+    ax = fig.subplots()
     for name, stage in stages.items():
         x, y = tokens_per_question(stage), float(stage["accuracy"])
         ax.plot([x], [y], "o")
@@ -84,4 +82,3 @@ def accuracy_vs_compute(stages: Mapping[str, Mapping[str, Any]], out_path: str) 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path)
-    plt.close(fig)

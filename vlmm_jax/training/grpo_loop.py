@@ -129,7 +129,13 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 update_s=time.perf_counter() - start - rollout_s,
                 rollout_batches=tries,
             )
-            writer.tick(step, row, tokens=row.get("response_tokens", 0) * g.group_size)
+            writer.tick(
+                step,
+                row,
+                # generated tokens: mean length x completions of every rollout batch
+                tokens=row.get("response_tokens", 0) * g.group_size * g.prompts_per_step * tries,
+                show=("reward", "accuracy"),
+            )
             writer.write(step, row)
             if g.eval_every and step % g.eval_every == 0:
                 _, summary = evaluate_split(run, grpo, state.params, "validation", g.eval_examples)

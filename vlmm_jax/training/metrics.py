@@ -53,13 +53,16 @@ class MetricWriter:
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
-    def tick(self, step: int, figures: dict[str, float], tokens: float):
-        """Advances the bar to `step`, showing loss and tokens/s."""
+    def tick(
+        self, step: int, figures: dict[str, float], tokens: float, show: tuple[str, ...] = ("loss",)
+    ):
+        """Advances the bar to `step`, showing the `show` figures present and tokens/s."""
         now = time.perf_counter()
         tok_s = tokens / max(now - self.last_time, 1e-9)
         self.last_time = now
         figures["tokens_per_s"] = tok_s
-        self.bar.set_postfix(loss=f"{figures.get('loss', float('nan')):.4f}", tok_s=f"{tok_s:.0f}")
+        shown = {k: f"{figures[k]:.4f}" for k in show if k in figures}
+        self.bar.set_postfix(**shown, tok_s=f"{tok_s:.0f}")
         self.bar.update(step - self.bar.n)
 
     def close(self):

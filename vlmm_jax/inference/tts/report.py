@@ -98,12 +98,10 @@ def report(
         )
     markdown = "\n".join(lines) + "\n"
 
-    import matplotlib
+    from vlmm_jax.plots import figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=100)
+    fig = figure(figsize=(6.4, 4.4), dpi=100)
+    ax = fig.subplots()
     families: dict[str, list[dict]] = {}
     for r in rows:
         families.setdefault(_family(r["strategy"]), []).append(r)
@@ -128,7 +126,6 @@ def report(
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     png = buf.getvalue()
     if path is not None:
         with open(path, "wb") as f:
