@@ -41,17 +41,6 @@ def get_config():
     rl.grpo.eval_examples = 32  # validation split, at the end of the stage
 
     e = c.eval
-    e.num_examples = 96  # of the test split
+    e.num_examples = 100  # the first 100 questions of the test split, for every stage
     e.max_new_tokens = 96
-    n = 32  # questions per TTS strategy (they sample one question at a time)
-    c.tts = {
-        "self_consistency_8": {"strategy": "self_consistency", "num_samples": 8, "num_examples": n},
-        "adaptive_consistency": {
-            "strategy": "adaptive_consistency",
-            "num_samples": 8,
-            "round_size": 2,
-            "num_examples": n,
-        },
-        "beam_search_4": {"strategy": "beam_search", "beam_width": 4, "num_examples": n},
-    }
     return c

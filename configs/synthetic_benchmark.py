@@ -4,8 +4,8 @@
 
 The same stages as `configs/quickstart.py`, with the standalone recipes' settings:
 `configs/sft_synthetic.py` (16-frame 112x112 videos, 300 SFT steps) and
-`configs/grpo_synthetic.py` (T-GRPO, G=8), greedy evaluation on the whole test split (400
-questions) and the test-time-scaling strategies on its first 100.
+`configs/grpo_synthetic.py` (T-GRPO, G=8); every evaluation (greedy and the test-time-scaling
+strategies) on the whole test split (400 questions).
 """
 
 import os
@@ -26,15 +26,4 @@ def get_config():
     c.sft, c.rl = stage_fields(sft), stage_fields(rl)
     c.eval.num_examples = 0  # the whole test split
     c.eval.max_new_tokens = rl.grpo.max_new_tokens
-    n = 100  # questions per TTS strategy (they sample one question at a time)
-    c.tts = {
-        "self_consistency_8": {"strategy": "self_consistency", "num_samples": 8, "num_examples": n},
-        "adaptive_consistency": {
-            "strategy": "adaptive_consistency",
-            "num_samples": 8,
-            "round_size": 2,
-            "num_examples": n,
-        },
-        "beam_search_4": {"strategy": "beam_search", "beam_width": 4, "num_examples": n},
-    }
     return c

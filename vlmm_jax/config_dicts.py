@@ -281,7 +281,17 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
     c.rl.init_from = ""  # set by the pipeline (the SFT export)
     c.rl.export_hf_dir = ""  # set by the pipeline (WORKDIR/grpo_hf)
     c.eval = eval_defaults().eval
-    c.tts = ml_collections.ConfigDict()  # name -> overrides of `eval`
+    c.tts = ml_collections.ConfigDict(  # name -> overrides of `eval`: same questions as greedy
+        {
+            "self_consistency_8": {"strategy": "self_consistency", "num_samples": 8},
+            "adaptive_consistency": {
+                "strategy": "adaptive_consistency",
+                "num_samples": 8,
+                "round_size": 2,
+            },
+            "beam_search_4": {"strategy": "beam_search", "beam_width": 4},
+        }
+    )
     return c
 
 
