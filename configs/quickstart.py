@@ -17,18 +17,18 @@ def get_config():
     c = pipeline_defaults()
     s = c.data.synthetic
     s.num_train, s.num_val, s.num_test = 2000, 200, 200
-    s.frames, s.size = 8, 84  # 4 temporal patches of 6x6 -> 36 video tokens per question
+    s.frames, s.size = 8, 84  # 4 temporal x 6x6 patches, merged 2x2: 36 video tokens
     s.difficulty = "easy"
 
     sft = c.sft
     c.data.batch_size = 4  # packed rows of 1024 tokens
-    sft.train.steps = 150
-    sft.train.eval_every = 50
+    sft.train.steps = 120
+    sft.train.eval_every = 40
     sft.train.eval_batches = 2
     sft.optimizer.learning_rate = 2e-3
-    sft.optimizer.warmup_steps = 15
+    sft.optimizer.warmup_steps = 12
     sft.optimizer.total_steps = sft.train.steps
-    sft.checkpoint.every = 50
+    sft.checkpoint.every = 40
 
     rl = c.rl
     rl.train.steps = 20
