@@ -1,7 +1,7 @@
-"""The placeholder main job: a tiny random Video-LMM reads a rendered video, decodes tokens.
+"""A shape smoke test (job "demo"): a tiny random Video-LMM reads a rendered video, decodes.
 
 It exercises the whole model path (pixels -> vision tower -> merged tokens -> decoder -> KV-cache
-decoding) and prints the shapes; the SFT -> GRPO -> test-time-scaling pipeline replaces it.
+decoding) in seconds and prints the shapes; the main job is `vlmm_jax.pipeline`.
 """
 
 from __future__ import annotations
