@@ -272,25 +272,31 @@ class GRPO:
         if "grad" not in self._grad:
             fn = functools.partial(chunk_loss, **kw, loss_cfg=self.loss_cfg)
             self._grad["grad"] = jax.jit(jax.value_and_grad(fn, has_aux=True))
+            self._grad["add"] = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+            self._grad["apply"] = jax.jit(self._apply_gradients)
         grad_fn = self._grad["grad"]
         figures = {}
         for _ in range(self.cfg.num_iterations):
             grads, loss, sums = None, 0.0, {}
             for d in device:
                 (l, m), g = grad_fn(state.params, d, norms)
-                grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+                grads = g if grads is None else self._grad["add"](grads, g)
                 loss += float(l)
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-            updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-            state = state.replace(
-                step=state.step + 1,
-                params=optax.apply_updates(state.params, updates),
-                opt_state=opt_state,
-            )
-            figures = {
-                "loss": loss,
-                "grad_norm": float(optax.tree.norm(grads)),
-                **finalize_metrics(sums),
-            }
+            state, grad_norm = self._grad["apply"](state, grads)
+            figures = {"loss": loss, "grad_norm": float(grad_norm), **finalize_metrics(sums)}
         return state, figures
+
+    def _apply_gradients(self, state: TrainState, grads) -> tuple[TrainState, jax.Array]:
+        """One optimizer step and the gradients' global norm, as one jitted program.
+
+        (Op-by-op eager updates on sharded arrays dispatch many small collective programs; on
+        XLA's CPU client with several devices they deadlocked in a test, waiting in an
+        all-reduce that one device thread never reached.)
+        """
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), (
+            optax.tree.norm(grads)
+        )
