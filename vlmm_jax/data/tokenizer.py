@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tokenizers
@@ -156,6 +157,15 @@ class Tokenizer:
     def vision_token_ids(self) -> tuple[int, ...]:
         """The vision markers and placeholders: a generated completion never contains them."""
         return (self.vision_start_id, self.vision_end_id, self.image_pad_id, self.video_pad_id)
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """`Sampler` / `BeamSearch` keyword arguments for this tokenizer: stop at its EOS, pad
+        with its pad id, never generate vision markers or placeholders."""
+        return {
+            "eos_ids": self.eos_id,
+            "pad_id": self.pad_id,
+            "suppress_ids": self.vision_token_ids,
+        }
 
     def model_token_ids(self) -> dict[str, int]:
         """Keyword arguments for `ModelConfig.replace` that match this tokenizer's ids."""

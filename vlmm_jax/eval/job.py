@@ -261,9 +261,7 @@ def _greedy(run, model, params, data: EvalData, n: int, e) -> list[dict[str, Any
     sampler = Sampler(
         model,
         max_new_tokens=e.max_new_tokens,
-        eos_ids=tok.eos_id,
-        pad_id=tok.pad_id,
-        suppress_ids=tok.vision_token_ids,
+        **tok.generation_kwargs(),
         mesh=run.mesh,
         logical_axis_rules=run.rules,
     )
@@ -295,9 +293,7 @@ def _scaled(run, model, params, data: EvalData, n: int, e, seed) -> list[dict[st
         tok.decode,
         max_new_tokens=e.max_new_tokens,
         method=TopP(temperature=e.temperature, p=e.top_p),
-        eos_ids=tok.eos_id,
-        pad_id=tok.pad_id,
-        suppress_ids=tok.vision_token_ids,
+        **tok.generation_kwargs(),
         mesh=run.mesh,
         logical_axis_rules=run.rules,
     )

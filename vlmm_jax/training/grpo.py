@@ -152,9 +152,7 @@ class GRPO:
         self.sampler = Sampler(
             model,
             max_new_tokens=cfg.max_new_tokens,
-            eos_ids=tokenizer.eos_id,
-            pad_id=tokenizer.pad_id,
-            suppress_ids=tokenizer.vision_token_ids,
+            **tokenizer.generation_kwargs(),
             mesh=mesh,
             logical_axis_rules=rules,
         )
