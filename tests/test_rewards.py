@@ -64,6 +64,12 @@ def video_r1_accuracy(content, sol, question_type):
     return 0.0
 
 
+def video_r1_format(content):
+    """tulerfeng/Video-R1 src/r1-v/src/open_r1/grpo.py `format_reward`, one completion."""
+    pattern = r"<think>.*?</think>\s*<answer>.*?</answer>"
+    return 1.0 if re.fullmatch(pattern, content, re.DOTALL) else 0.0
+
+
 def time_r1_rewards(content, sol, duration):
     """xiaomi-research/time-r1 main.py `iou_timestamp_reward(_v2)` (where they do not crash)."""
     blocks = re.findall(r"<answer>(.*?)</answer>", content, re.DOTALL)
@@ -107,9 +113,9 @@ def _check_against_video_r1(problem_type, pred, gt):
 @settings(max_examples=150, deadline=None)
 @given(NUMBER_TEXT, NUMBER_TEXT, st.sampled_from(["numerical", "regression"]))
 def test_numeric_types_match_video_r1(pred, gt, problem_type):
-    from vlmm_jax.eval.answers import parse_number
+    from vlmm_jax.eval.answers import extract_number
 
-    assume(parse_number(gt) is not None)  # Otherwise the example is malformed and raises.
+    assume(extract_number(gt) is not None)  # Otherwise the example is malformed and raises.
     try:  # The documented deviation: non-finite answers score 0 here.
         assume(math.isfinite(float(pred.replace(",", ""))))
     except ValueError:
@@ -132,7 +138,8 @@ def test_accuracy_hand_cases():
     num = {"problem_type": "numerical", "solution": "<answer>3.50</answer>"}
     assert rewards.accuracy("<answer>3.5</answer>", num) == 1.0
     assert rewards.accuracy("<answer>3.504</answer>", num) == 1.0
-    assert rewards.accuracy("<answer>4</answer>", {**num, "solution": "4.0"}) == 0.0  # style
+    assert rewards.accuracy("<answer>4</answer>", {**num, "solution": "4"}) == 0.0  # no tags
+    assert rewards.accuracy_lenient("<answer>4</answer>", {**num, "solution": "4"}) == 1.0
     reg = {"problem_type": "regression", "solution": "<answer>10</answer>"}
     assert rewards.accuracy("<answer>8</answer>", reg) == pytest.approx(0.8)
     assert rewards.accuracy("<answer>30</answer>", reg) == 0.0
@@ -144,6 +151,111 @@ def test_accuracy_hand_cases():
     free = {"problem_type": "free-form", "solution": "<answer>alpha beta gamma delta</answer>"}
     expected = (4 / 7 + 2 / 5 + 4 / 7) / 3
     assert rewards.accuracy("<answer>alpha beta chi</answer>", free) == pytest.approx(expected)
+
+
+# Every completion below against every (problem_type, solution): tagged and tagless on both sides.
+TABLE_SOLUTIONS = [
+    ("multiple choice", "<answer>B</answer>"),
+    ("multiple choice", "B"),  # no tags: Video-R1 compares with ""
+    ("multiple choice", "<answer> (B) </answer>"),
+    ("numerical", "<answer>3.5</answer>"),
+    ("numerical", "<answer>4</answer>"),
+    ("numerical", "<answer>1,000</answer>"),
+    ("numerical", "4"),
+    ("OCR", "<answer>stop here now</answer>"),
+    ("OCR", "stop here now"),
+    ("OCR", "<answer></answer>"),
+    ("free-form", "<answer>the cat runs</answer>"),
+    ("free-form", "the cat runs"),
+    ("regression", "<answer>10</answer>"),
+    ("regression", "<answer>0</answer>"),
+    ("regression", "10"),
+]
+TABLE_COMPLETIONS = [
+    "<think>r</think><answer>B</answer>",
+    "<answer> (B) </answer>",
+    "B",
+    "",
+    "<think>B</think>",
+    "<answer>B</answer><answer>C</answer>",
+    "<answer>B",
+    "<answer></answer>",
+    "<answer>3.5</answer>",
+    "<answer>3.50</answer>",
+    "<answer>4</answer>",
+    "<answer>4.0</answer>",
+    "<answer>1,000</answer>",
+    "<answer>1000</answer>",
+    "3.5",
+    "4",
+    "<answer>about 3.5</answer>",
+    "<answer>8</answer>",
+    "<answer>\n 10 \n</answer>",
+    "<answer>inf</answer>",
+    "<answer>stop here now</answer>",
+    "<answer>Stop here</answer>",
+    "stop here now",
+    "<think>x</think><answer>the cat runs</answer>\n",
+    "<answer>cats running</answer>",
+]
+
+
+@pytest.mark.parametrize("problem_type, solution", TABLE_SOLUTIONS)
+def test_accuracy_table_matches_video_r1(problem_type, solution):
+    example = {"problem_type": problem_type, "solution": solution}
+    rewards.check_example(example)
+    got = [rewards.accuracy(c, example) for c in TABLE_COMPLETIONS]
+    want = [video_r1_accuracy(c, solution, problem_type) for c in TABLE_COMPLETIONS]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_tagless_solution_parity():
+    # Video-R1 reads a solution without tags as "": only an answer-less completion matches it.
+    mc = {"problem_type": "multiple choice", "solution": "B"}
+    assert rewards.accuracy("B", mc) == 1.0 == video_r1_accuracy("B", "B", "multiple choice")
+    assert rewards.accuracy("<answer>B</answer>", mc) == 0.0
+    assert rewards.accuracy("<answer> </answer>", mc) == 1.0  # an empty block is "" too
+    assert rewards.accuracy_lenient("<answer>B</answer>", mc) == 1.0  # the solution read whole
+    assert rewards.accuracy_lenient("B", mc) == 1.0
+    ocr = {"problem_type": "OCR", "solution": "stop here"}
+    assert rewards.accuracy("<answer>stop here</answer>", ocr) == 0.0  # 2 insertions vs ""
+    assert rewards.accuracy("no tags at all", ocr) == 1.0  # "" vs "": WER 0
+    assert rewards.accuracy_lenient("<answer>Stop here</answer>", ocr) == 1.0
+    reg = {"problem_type": "regression", "solution": "10"}
+    assert rewards.accuracy("<answer>10</answer>", reg) == 0.0
+    assert rewards.accuracy_lenient("<answer>8</answer>", reg) == pytest.approx(0.8)
+
+
+def test_regression_nan_is_the_documented_deviation():
+    reg = {"problem_type": "regression", "solution": "<answer>10</answer>"}
+    nan = "<answer>nan</answer>"
+    assert video_r1_accuracy(nan, reg["solution"], "regression") == 1.0  # max(0.0, nan) == 0.0
+    assert rewards.accuracy(nan, reg) == 0.0
+
+
+def test_accuracy_lenient_cases():
+    mc = {"problem_type": "multiple choice", "solution": "<answer>B</answer>"}
+    mc["options"] = ["A. red", "B. blue", "C. green"]
+    for text in ("(B)", "B.", "B", "<answer>(B)</answer>", "answer: B", "<answer>blue</answer>"):
+        assert rewards.accuracy_lenient(text, mc) == 1.0, text
+    for text in ("(C)", "D", "", "<answer>Z</answer>"):
+        assert rewards.accuracy_lenient(text, mc) == 0.0, text
+    assert rewards.accuracy("(B)", mc) == rewards.accuracy("<answer>(B)</answer>", mc) == 0.0
+    num = {"problem_type": "numerical", "solution": "<answer>3.5 meters</answer>"}
+    assert rewards.accuracy_lenient("about 3.50 m", num) == 1.0  # no decimal-point rule
+    assert rewards.accuracy("<answer>3.5</answer>", num) == 0.0  # Video-R1: float() fails
+    num4 = {"problem_type": "numerical", "solution": "<answer>4.0</answer>"}
+    assert rewards.accuracy_lenient("<answer>4</answer>", num4) == 1.0
+    assert rewards.accuracy("<answer>4</answer>", num4) == 0.0  # the decimal-point rule
+    reg = {"problem_type": "regression", "solution": "<answer>10</answer>"}
+    assert rewards.accuracy_lenient("it is 8 m", reg) == pytest.approx(0.8)
+    tg = {"problem_type": "temporal grounding", "solution": [5, 10]}
+    assert rewards.accuracy_lenient("<answer>[2.5, 7.5]</answer>", tg) == pytest.approx(1 / 3)
+    assert rewards.accuracy_lenient("from 5s - 10s", tg) == 1.0
+    assert rewards.accuracy("<answer>[2.5, 7.5]</answer>", tg) == 0.0  # Time-R1's pattern only
+    box = {"problem_type": "spatial grounding", "solution": [0, 0, 10, 10]}
+    for text in ("<answer>[0, 0, 10, 10]</answer>", "[0, 0, 10, 10]"):
+        assert rewards.accuracy_lenient(text, box) == rewards.accuracy(text, box)
 
 
 # ----------------------------------------------------------------------------- grounding
@@ -199,9 +311,23 @@ def test_bbox_iou_single_and_tracking():
 
 
 def test_format_reward():
-    assert rewards.format_reward("<think>a</think>\n<answer>B</answer>\n", {}) == 1.0
-    assert rewards.format_reward("<think>a</think> trailing <answer>B</answer>", {}) == 0.0
-    assert rewards.format_reward("<answer>B</answer>", {}) == 0.0
+    # Video-R1 fullmatches the completion as generated; Time-R1 (format_lenient) strips it first.
+    for text in ("<think>a</think>\n<answer>B</answer>\n", " <think>a</think><answer>B</answer>"):
+        assert rewards.format_reward(text, {}) == 0.0 == video_r1_format(text)
+        assert rewards.REGISTRY["format_lenient"](text, {}) == 1.0
+    assert rewards.REGISTRY["format"]("<think>a</think>\n<answer>B</answer>", {}) == 1.0
+    for text in ("<think>a</think> trailing <answer>B</answer>", "<answer>B</answer>"):
+        assert rewards.format_reward(text, {}) == 0.0 == rewards.format_lenient(text, {})
+
+
+FORMAT_PIECES = ["<think>", "</think>", "<answer>", "</answer>", " ", "\n", "x", "<", ">", "\t"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(FORMAT_PIECES), max_size=14).map("".join))
+def test_format_matches_video_r1(text):
+    assert rewards.format_reward(text, {}) == video_r1_format(text)
+    assert rewards.format_lenient(text, {}) == video_r1_format(text.strip())
 
 
 def test_weighted_sum():
@@ -250,6 +376,9 @@ def test_overlong_matches_dapo(length, max_len, cache):
         ("accuracy", {"problem_type": "multiple choice"}),
         ("accuracy", {"problem_type": "regression", "solution": "<answer>ten</answer>"}),
         ("accuracy", {"problem_type": "numerical", "solution": "<answer>nan</answer>"}),
+        ("accuracy_lenient", {"problem_type": "numerical", "solution": "<answer>abc</answer>"}),
+        ("accuracy_lenient", {"problem_type": "essay", "solution": "x"}),
+        ("accuracy_lenient", {"problem_type": "temporal grounding", "solution": [10, 5]}),
         ("tiou", {"solution": [10, 5]}),
         ("tiou", {"solution": "no interval"}),
         ("tiou", {"timestamp": [1, 2, 3]}),
@@ -298,7 +427,8 @@ def test_rewards_never_raise_and_stay_in_range(completion):
     for example in EXAMPLES:
         assert rewards.format_reward(completion, example) in (0.0, 1.0)
         assert -0.5 <= combo(completion, example) <= 1.0
-        for name in _unit_rewards(example):
+        assert rewards.format_lenient(completion, example) in (0.0, 1.0)
+        for name in [*_unit_rewards(example), "accuracy_lenient"]:
             value = rewards.REGISTRY[name](completion, example)
             assert 0.0 <= value <= 1.0 and isinstance(value, float)
 
@@ -315,5 +445,5 @@ def test_rewards_never_raise_and_stay_in_range(completion):
 )
 def test_rewards_survive_huge_and_non_string_completions(completion):
     for example in EXAMPLES:
-        for name in ("format", "accuracy"):
+        for name in ("format", "format_lenient", "accuracy", "accuracy_lenient"):
             assert 0.0 <= rewards.REGISTRY[name](completion, example) <= 1.0

@@ -311,9 +311,50 @@ def test_missing_required_field_names_file_line_and_field(tmp_path):
 
 def test_unknown_problem_type(tmp_path):
     path = _write_json(tmp_path / "v.json", [dict(VIDEO_R1[0], problem_type="video eval")])
-    with pytest.raises(AnnotationError, match="unknown problem_type 'video eval'") as e:
+    message = r"v\.json:2: unknown problem_type 'video eval'"
+    with pytest.raises(AnnotationError, match=message) as e:
         read_examples(path, check_media=False)
     assert e.value.kind == "unknown_problem_type"
+
+
+UNSCORABLE = [  # Video-R1 records that parse but that no reward could ever score
+    (dict(VIDEO_R1[1], solution="<answer>abc</answer>"), r"'solution' has no number: '<answer>abc"),
+    (dict(VIDEO_R1[1], problem_type="regression", solution="<answer>nan</answer>"), "no number"),
+    (
+        dict(VIDEO_R1[1], problem_type="temporal grounding", solution="<answer>20 to 10</answer>"),
+        r"'solution' must be finite with start <= end, got '<answer>20 to 10</answer>'",
+    ),
+    (
+        dict(VIDEO_R1[1], problem_type="temporal grounding", solution="<answer>later</answer>"),
+        "cannot read an interval",
+    ),
+    (
+        dict(
+            VIDEO_R1[1], problem_type="spatial grounding", solution="<answer>on the left</answer>"
+        ),
+        "cannot read a box",
+    ),
+]
+
+
+@pytest.mark.parametrize("record, message", UNSCORABLE)
+def test_unscorable_records_name_file_and_line(tmp_path, record, message):
+    path = _write_json(tmp_path / "v.json", [VIDEO_R1[0], record])
+    line = [i for i, s in enumerate(path.read_text().splitlines(), 1) if s == "    {"][1]
+    with pytest.raises(AnnotationError, match=rf"v\.json:{line}: cannot score .*{message}") as e:
+        read_examples(path, check_media=False)
+    assert e.value.kind == "bad_value" and e.value.source == f"{path}:{line}"
+
+
+def test_unscorable_records_are_skipped_and_counted(tmp_path):
+    rows = [VIDEO_R1[0]] * 8 + [record for record, _ in UNSCORABLE[:2]]
+    rows.append(dict(VIDEO_R1[1], solution="4"))  # tagless but numeric: kept (lenient reads it)
+    path = _write_jsonl(tmp_path / "v.jsonl", rows)
+    reader = read_examples(path, check_media=False, on_error="skip", max_skip_fraction=0.2)
+    assert (reader.stats.total, reader.stats.kept, reader.stats.num_skipped) == (11, 9, 2)
+    assert reader.stats.by_kind == {"bad_value": 2}
+    assert [src for src, _ in reader.stats.skipped] == [f"{path}:9", f"{path}:10"]
+    assert reader[8].solution == "4"
 
 
 def test_missing_video(tmp_path):

@@ -1,8 +1,14 @@
 """Test-time scaling: votes, IoU votes and stopping rules on scripted completions (hand
 computations), then every strategy end to end on the tiny model, and the report."""
 
+import copy
+import math
+
 import jax
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.inference.conftest import (
     SINGLE_SPEC,
@@ -11,6 +17,7 @@ from tests.inference.conftest import (
     tiny_config,
     video_prompts,
 )
+from vlmm_jax import rewards
 from vlmm_jax.inference.tts import (
     AdaptiveConsistency,
     BeamSearchStrategy,
@@ -31,6 +38,7 @@ from vlmm_jax.inference.tts import (
     vote,
     vote_counts,
 )
+from vlmm_jax.rewards import accuracy, accuracy_lenient
 
 MC = {
     "problem_type": "multiple choice",
@@ -43,21 +51,32 @@ GROUNDING = {"problem_type": "temporal grounding", "solution": [1.0, 9.0], "dura
 # ----------------------------------------------------------------------------- votes by hand
 def test_choice_vote():
     texts = ["<answer>B</answer>", "The answer is (C)", "B.", "no idea", "<answer>C</answer>", "b"]
-    answers = [extract_answer(t, MC) for t in texts]
+    answers = [extract_answer(t, MC, lenient=True) for t in texts]
     assert answers == ["B", "C", "B", None, "C", "B"]
     assert vote(answers, "choice") == ("B", 0)
     assert vote_counts(answers, "choice") == ("B", 3, 2)
+    strict = [extract_answer(t, MC) for t in texts]  # what `accuracy` reads: tags or nothing
+    assert strict == ["B", None, None, None, "C", None]
+    assert extract_answer("<answer> (B) </answer>", MC) == "(B)"
+    assert extract_answer("<answer>  </answer>", MC) is None
     assert vote(["C", "B", "B", "C"], "choice") == ("C", 0)  # a tie goes to the first seen
     assert vote([None, None], "choice") == (None, None)
 
 
 def test_number_and_text_answers():
-    num = {"problem_type": "numerical"}
-    assert extract_answer("<answer>3.14159</answer>", num) == 3.14
-    assert extract_answer("it is about 2 m", num) == 2.0
-    assert extract_answer("<answer>  Hello   World </answer>", {"problem_type": "OCR"}) == (
-        "hello world"
-    )
+    num, ocr = {"problem_type": "numerical"}, {"problem_type": "OCR"}
+    assert extract_answer("<answer>3.14159</answer>", num, lenient=True) == 3.14
+    assert extract_answer("it is about 2 m", num, lenient=True) == 2.0
+    text = "<answer>  Hello   World </answer>"
+    assert extract_answer(text, ocr, lenient=True) == "hello world"
+    # Strict keys: Video-R1's decimal-point rule is part of a numerical key.
+    assert extract_answer("<answer>3.14159</answer>", num) == (True, 3.14)
+    assert extract_answer("<answer>1,000</answer>", num) == (True, 1000.0)
+    assert extract_answer("<answer>4</answer>", num) == (False, 4.0)
+    assert extract_answer("it is about 2 m", num) is None
+    assert extract_answer("<answer>3.14159</answer>", {"problem_type": "regression"}) == 3.14159
+    assert extract_answer(text, ocr) == "Hello   World"
+    assert extract_answer(None, num) is None
 
 
 def test_interval_vote_is_the_iou_medoid():
@@ -92,6 +111,66 @@ def test_beta_confidence_by_hand():
     assert beta_confidence(7, 1) == 502 / 512
 
 
+# Completions built from fragments that make keys collide: tags, letters, numbers that round
+# alike, intervals, boxes, words that differ only in case.
+FRAGMENTS = ["<answer>", "</answer>", "<think>", "</think>", " ", "\n", "B", "(B)", "b", "C."]
+FRAGMENTS += ["3.5", "3.50", "3.504", "3.001", "3", "1,000", "1000", "10", "10.0", "nan", "-"]
+FRAGMENTS += ["1 to 9", "1.0 and 9", "1 - 9", "[0, 0, 5, 5]", "[0, 0, 10, 10]", "(0, 0, 5, 5)"]
+FRAGMENTS += ["stop", "Stop", "here", "the cat", "runs", ".", ","]
+BODIES = [f for f in FRAGMENTS if "<" not in f]
+
+
+@st.composite
+def fragment_texts(draw):
+    """Mostly `[prefix]<answer>[1-2 fragments]</answer>[suffix]`, so that keys collide often."""
+    if draw(st.integers(0, 3)) == 0:
+        return "".join(draw(st.lists(st.sampled_from(FRAGMENTS), max_size=12)))
+    body = "".join(draw(st.lists(st.sampled_from(BODIES), min_size=1, max_size=2)))
+    prefix = draw(st.sampled_from(["", "<think>x</think>", " ", "B "]))
+    suffix = draw(st.sampled_from(["", "\n", "<answer>C</answer>", " 2 to 8", "</answer>"]))
+    return f"{prefix}<answer>{body}</answer>{suffix}"
+
+
+KEY_EXAMPLES = [
+    MC,
+    {"problem_type": "multiple choice", "solution": "B"},  # tagless: Video-R1 compares with ""
+    {"problem_type": "numerical", "solution": "<answer>3.5</answer>"},
+    {"problem_type": "numerical", "solution": "<answer>10</answer>"},
+    {"problem_type": "regression", "solution": "<answer>3.5</answer>"},
+    {"problem_type": "OCR", "solution": "<answer>stop here</answer>"},
+    {"problem_type": "free-form", "solution": "<answer>the cat runs</answer>"},
+    GROUNDING,
+    {"problem_type": "spatial grounding", "solution": [0, 0, 10, 10]},
+]
+
+
+def _groups(texts, example, lenient):
+    groups = {}
+    for text in texts:
+        groups.setdefault(extract_answer(text, example, lenient=lenient), []).append(text)
+    return groups
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(fragment_texts(), min_size=2, max_size=16))
+def test_equal_strict_keys_score_equal_accuracy(texts):
+    for example in KEY_EXAMPLES:
+        for key, group in _groups(texts, example, lenient=False).items():
+            scores = {accuracy(t, example) for t in group}
+            assert len(scores) == 1, (example, key, group, scores)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(fragment_texts(), min_size=2, max_size=16))
+def test_equal_lenient_keys_score_equal_accuracy_lenient(texts):
+    for example in KEY_EXAMPLES:
+        # Regression numbers that round alike share a key: scores within 0.01 / |gt|.
+        tol = 0.01 / 3.5 if example["problem_type"] == "regression" else 0.0
+        for key, group in _groups(texts, example, lenient=True).items():
+            scores = [accuracy_lenient(t, example) for t in group]
+            assert max(scores) - min(scores) <= tol, (example, key, group, scores)
+
+
 # ----------------------------------------------------------------------------- scripted runs
 class Scripted:
     """A generator replaying fixed completions; a prompt is `{"frames": F}`."""
@@ -114,22 +193,43 @@ class Scripted:
         return np.asarray(rows), Spent(frames=len(prompts), prefills=len(prompts))
 
 
-def _question(example=MC, frames=4):
-    return Question(example, lambda f: {"frames": f}, frames)
+def _question(example=MC, frames=4, lenient=False):
+    return Question(example, lambda f: {"frames": f}, frames, lenient=lenient)
+
+
+def _tagged(letters):
+    return [f"<answer>{x}</answer>" for x in letters]
+
+
+def test_strict_vote_returns_a_completion_that_scores_like_its_votes():
+    """Answers (B), B, B against gold B. The strict vote is "B", read as `accuracy` reads it; the
+    lenient vote is the letter B, and its first completion, "(B)", scores with
+    `accuracy_lenient`."""
+    texts = _tagged(["(B)", "B", "B"])
+    strict = SelfConsistency(n=3)(_question(), Scripted({4: texts}), jax.random.key(0))
+    assert (strict.answer, strict.completion) == ("B", "<answer>B</answer>")
+    assert accuracy(strict.completion, MC) == 1.0
+    lenient = SelfConsistency(n=3)(_question(lenient=True), Scripted({4: texts}), None)
+    assert (lenient.answer, lenient.completion) == ("B", "<answer>(B)</answer>")
+    assert accuracy_lenient(lenient.completion, MC) == 1.0
+    assert accuracy(lenient.completion, MC) == 0.0  # why the vote must read like the score
 
 
 def test_adaptive_consistency_stops_when_decisive():
     key = jax.random.key(0)
-    easy = Scripted({4: ["A"] * 16})
+    easy = Scripted({4: _tagged("A" * 16)})
     r = AdaptiveConsistency(round_size=4, max_samples=16)(_question(), easy, key)
     assert (r.answer, r.spent.samples, r.info["rounds"]) == ("A", 4, 1)  # 4-0: 31/32 >= .95
-    script = ["A", "A", "B", "A"] + ["A"] * 4  # 3-1: 26/32 < .95, go on; 7-1: 502/512 stop
+    script = _tagged("AABA" + "A" * 4)  # 3-1: 26/32 < .95, go on; 7-1: 502/512 stop
     for rule in ("beta", "margin"):  # margin 3: 3-1 is 2, go on; 7-1 is 6, stop
         r = AdaptiveConsistency(round_size=4, max_samples=16, stopping=rule)(
             _question(), Scripted({4: script}), key
         )
         assert (r.answer, r.spent.samples, r.info["rounds"], r.info["votes"]) == ("A", 8, 2, (7, 1))
-    hard = Scripted({4: ["A", "B"] * 8})
+    untagged = Scripted({4: ["A"] * 8})  # strict: no answer block, no vote, never decisive
+    r = AdaptiveConsistency(round_size=4, max_samples=8)(_question(), untagged, key)
+    assert (r.answer, r.spent.samples) == (None, 8)
+    hard = Scripted({4: _tagged("AB" * 8)})
     r = AdaptiveConsistency(round_size=4, max_samples=12)(_question(), hard, key)
     assert (r.answer, r.spent.samples, r.info["rounds"]) == ("A", 12, 3)  # 6-6 never decisive
 
@@ -137,15 +237,15 @@ def test_adaptive_consistency_stops_when_decisive():
 def test_sparse_to_dense_re_encodes_only_on_disagreement():
     strategy = SparseToDense(frames=(4, 8, 16), n=4)
     easy = Scripted({4: ["C"] * 4})
-    r = strategy(_question(), easy, jax.random.key(0))
+    r = strategy(_question(lenient=True), easy, jax.random.key(0))  # bare letters: lenient
     assert (r.answer, r.spent.frames, r.info["levels"]) == ("C", 4, 1)
     hard = Scripted({4: ["A", "B", "A", "A"], 8: ["D", "D", "D", "D"]})
-    r = strategy(_question(), hard, jax.random.key(0))
+    r = strategy(_question(lenient=True), hard, jax.random.key(0))
     assert (r.answer, r.spent.frames, r.spent.samples, r.info["frames_used"]) == ("D", 12, 8, 8)
 
 
 def test_best_of_n_scorers():
-    texts = ["<answer>A</answer>", "<think>ok</think><answer>B</answer>", "C"]
+    texts = ["<answer>A</answer>", "<think>ok</think><answer>B</answer>", "<answer>C</answer>"]
     gen = lambda: Scripted(  # noqa: E731
         {4: texts},
         logprobs={texts[2]: -0.1},
@@ -160,6 +260,26 @@ def test_best_of_n_scorers():
     v = BestOfN(n=3, scorer=verifier)(q, gen(), jax.random.key(0))
     assert v.answer == "C" and v.spent.prefills == 1 + 3
     np.testing.assert_allclose(v.info["scores"], np.log([0.1 / 0.5, 0.2 / 0.5, 0.4 / 0.5]))
+
+
+@pytest.fixture
+def fresh_registries(monkeypatch):
+    for name in ("REGISTRY", "_BATCHED", "_WARNED"):
+        monkeypatch.setattr(rewards, name, copy.copy(getattr(rewards, name)))
+
+
+def test_reward_scorer_calls_a_batched_reward_once(fresh_registries):
+    calls = []
+
+    @rewards.register("tts_judge", batched=True)
+    def judge(completions, examples):
+        calls.append(len(completions))
+        return [float("B" in c) - (math.nan if "C" in c else 0.0) for c in completions]
+
+    texts = _tagged("ABC")
+    r = BestOfN(n=3, scorer=RewardScorer("tts_judge"))(_question(), Scripted({4: texts}), None)
+    assert calls == [3] and r.answer == "B"
+    assert r.info["scores"] == [0.0, 1.0, 0.0]  # the NaN scored 0 (and was logged)
 
 
 def test_evaluate_and_report(tmp_path):

@@ -19,9 +19,10 @@ Grounding sentences become `records.GROUNDING_QUESTION.format(event=sentence)`, 
 stripped of surrounding whitespace and one trailing period. Media paths are resolved against
 `media_root` (default: the annotation file's directory).
 
-Bad input raises `AnnotationError` naming `file:line`; with `on_error="skip"` bad examples are
-skipped, every one recorded in `ExampleReader.stats`, and reading fails once the skipped fraction
-exceeds `max_skip_fraction`. Files are parsed with `json` only (no eval, no pickle).
+Bad input, and examples no reward could score (`rewards.check_example`), raise `AnnotationError`
+naming `file:line`; with `on_error="skip"` bad examples are skipped, every one recorded in
+`ExampleReader.stats`, and reading fails once the skipped fraction exceeds `max_skip_fraction`.
+Files are parsed with `json` only (no eval, no pickle).
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vlmm_jax import rewards
 from vlmm_jax.data.records import (
     GROUNDING_QUESTION,
+    PROBLEM_TYPES,
     AnnotationError,
     Example,
     ReadStats,
@@ -167,6 +170,16 @@ def _answer_text(solution: str) -> str:
     """The text inside the last `<answer>` tags, or the whole string stripped."""
     found = _ANSWER_TAG.findall(solution)
     return (found[-1] if found else solution).strip()
+
+
+def _scorable(ex: Example) -> Example | AnnotationError:
+    """`ex`, or the AnnotationError of an example no reward could score."""
+    try:
+        rewards.check_example(ex.to_reward_example())
+    except ValueError as e:
+        kind = "bad_value" if ex.problem_type in PROBLEM_TYPES else "unknown_problem_type"
+        return AnnotationError(ex.source, f"cannot score this {ex.problem_type} example: {e}", kind)
+    return ex
 
 
 def _grounding(source: str, ex_id: str, sentence: str, span, duration, **fields) -> Example:
@@ -537,6 +550,8 @@ class ExampleReader(collections.abc.Sequence):
                 results = [e]
             for result in results:
                 self.stats.total += 1
+                if isinstance(result, Example):
+                    result = _scorable(result)  # an Example, or why no reward could score it
                 if isinstance(result, Example):
                     self.stats.kept += 1
                     yield result

@@ -24,13 +24,14 @@ def evaluate(
     generator: Generator,
     rng: jax.Array,
     *,
-    score: Score = rewards.REGISTRY["accuracy"],
+    score: Score | None = None,
     progress: bool = False,
 ) -> dict[str, list[Result]]:
     """Runs every strategy on every question; `Result.score = score(result.completion, example)`.
 
-    The default score is `rewards.accuracy`: Video-R1's rule per `problem_type` (IoU for
-    grounding). Question q uses the key `fold_in(rng, q)` under every strategy. `progress`
+    The default score reads answers the way the vote did: `rewards.accuracy` (Video-R1's rule
+    per `problem_type`, IoU for grounding), or `rewards.accuracy_lenient` for a question with
+    `lenient=True`. Question q uses the key `fold_in(rng, q)` under every strategy. `progress`
     shows a tqdm bar per strategy.
     """
     out: dict[str, list[Result]] = {}
@@ -39,7 +40,8 @@ def evaluate(
         bar = tqdm.tqdm(questions, desc=strategy.name, unit="q", disable=not progress)
         for q, question in enumerate(bar):
             r = strategy(question, generator, jax.random.fold_in(rng, q))
-            value = float(score(r.completion, question.example))
+            fn = score or rewards.REGISTRY["accuracy_lenient" if question.lenient else "accuracy"]
+            value = float(fn(r.completion, question.example))
             results.append(dataclasses.replace(r, score=value))
         out[strategy.name] = results
     return out

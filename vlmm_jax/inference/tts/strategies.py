@@ -15,8 +15,9 @@ A strategy is a frozen dataclass called as `strategy(question, generator, rng) -
   SparseToDense(frames, n)        Video-RTS: answer from few frames; only where the n samples
                                   disagree, re-encode with more frames and sample again.
 
-Answers come from `vlmm_jax.eval.answers` (via `voting.extract_answer`); `Result.completion` is a
-completion that gave the chosen answer, which is what `report.evaluate` scores with a reward.
+Answers come from `voting.extract_answer`, strict or `Question.lenient`; `Result.completion` is a
+completion that gave the chosen answer, which is what `report.evaluate` scores with a reward:
+strict keys are what `rewards.accuracy` reads, lenient ones what `accuracy_lenient` reads.
 """
 
 from __future__ import annotations
@@ -55,11 +56,15 @@ class Question:
     prompt: `num_frames -> inputs` of ONE prompt (`input_ids [1, T]`, pixels, grids), so that
       strategies can re-encode the video with more frames.
     num_frames: the frame count of every strategy but `SparseToDense`.
+    lenient: vote on the answers `rewards.accuracy_lenient` reads (option letters, numbers in
+      text) instead of those `rewards.accuracy` reads; `report.evaluate` then scores with
+      `accuracy_lenient`, so the vote and the score agree.
     """
 
     example: Mapping[str, Any]
     prompt: Callable[[int], Inputs]
     num_frames: int = 16
+    lenient: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +85,13 @@ class Strategy(Protocol):
     def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result: ...
 
 
-def _voted(completions: Sequence[Completion], example, spent: Spent, **info) -> Result:
-    kind = answer_kind(example)
-    answers = [extract_answer(c.text, example) for c in completions]
-    winner, index = vote(answers, kind)
+def _answers(question: Question, completions: Sequence[Completion]) -> list[Any]:
+    return [extract_answer(c.text, question.example, lenient=question.lenient) for c in completions]
+
+
+def _voted(question: Question, completions: Sequence[Completion], spent: Spent, **info) -> Result:
+    answers = _answers(question, completions)
+    winner, index = vote(answers, answer_kind(question.example))
     text = completions[0].text if index is None else completions[index].text
     return Result(winner, text, spent, {"answers": answers, **info})
 
@@ -101,7 +109,7 @@ class SelfConsistency:
 
     def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
         completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
-        return _voted(completions, question.example, spent)
+        return _voted(question, completions, spent)
 
 
 # ----------------------------------------------------------------------------- best-of-N
@@ -127,6 +135,8 @@ class MeanLogProb:
 class RewardScorer:
     """A reward `fn(completion, example)`, by `vlmm_jax.rewards.REGISTRY` name or as a callable.
 
+    A name is scored with `rewards.batch_scores` (one call for a batched reward such as a judge;
+    a failing sample scores 0 with a logged warning); a callable is called per completion.
     Rewards that read the reference answer (`accuracy`, `tiou`, `bbox_iou`) make best-of-N an
     oracle (pass@N-style upper bound), not a deployable strategy; `format` does not.
     """
@@ -138,8 +148,11 @@ class RewardScorer:
         return self.reward if isinstance(self.reward, str) else self.reward.__name__
 
     def __call__(self, question, completions, generator):
-        fn = rewards.REGISTRY[self.reward] if isinstance(self.reward, str) else self.reward
-        return [float(fn(c.text, question.example)) for c in completions], Spent()
+        texts = [c.text for c in completions]
+        if isinstance(self.reward, str):
+            examples = [question.example] * len(texts)
+            return rewards.batch_scores(self.reward, texts, examples)[0].tolist(), Spent()
+        return [float(self.reward(t, question.example)) for t in texts], Spent()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +188,8 @@ class BestOfN:
         scores, extra = self.scorer(question, completions, generator)
         best = int(np.argmax(np.asarray(scores, np.float64)))
         text = completions[best].text
-        return Result(
-            extract_answer(text, question.example), text, spent + extra, {"scores": scores}
-        )
+        answer = extract_answer(text, question.example, lenient=question.lenient)
+        return Result(answer, text, spent + extra, {"scores": scores})
 
 
 # ----------------------------------------------------------------------------- beam search
@@ -198,7 +210,8 @@ class BeamSearchStrategy:
         inputs = question.prompt(question.num_frames)
         beams, spent = generator.beam(inputs, self.width, alpha=self.alpha, penalty=self.penalty)
         text = beams[0].text if beams else ""
-        return Result(extract_answer(text, question.example), text, spent, {"beams": len(beams)})
+        answer = extract_answer(text, question.example, lenient=question.lenient)
+        return Result(answer, text, spent, {"beams": len(beams)})
 
 
 # ----------------------------------------------------------------------------- adaptive
@@ -246,11 +259,10 @@ class AdaptiveConsistency:
             k = min(self.round_size, self.max_samples - len(completions))
             new, cost = generator.sample(inputs, k, jax.random.fold_in(rng, rounds))
             completions, spent, rounds = completions + list(new), spent + cost, rounds + 1
-            answers = [extract_answer(c.text, question.example) for c in completions]
-            _, v1, v2 = vote_counts(answers, kind)
+            _, v1, v2 = vote_counts(_answers(question, completions), kind)
             if self.decisive(v1, v2):
                 break
-        return _voted(completions, question.example, spent, rounds=rounds, votes=(v1, v2))
+        return _voted(question, completions, spent, rounds=rounds, votes=(v1, v2))
 
 
 # ----------------------------------------------------------------------------- sparse-to-dense
@@ -281,12 +293,11 @@ class SparseToDense:
                 question.prompt(num_frames), self.n, jax.random.fold_in(rng, level)
             )
             spent = spent + cost
-            answers = [extract_answer(c.text, question.example) for c in completions]
-            _, v1, _ = vote_counts(answers, kind)
+            _, v1, _ = vote_counts(_answers(question, completions), kind)
             if v1 >= self.agreement * self.n:
                 break
         info = {"frames_used": num_frames, "levels": level + 1}
-        return _voted(completions, question.example, spent, **info)
+        return _voted(question, completions, spent, **info)
 
 
 STRATEGIES: dict[str, type] = {

@@ -1,13 +1,26 @@
 """Answers of a question type, votes over them, and when a vote is decisive.
 
-An answer is what `vlmm_jax.eval.answers` extracts from a completion, by `problem_type` (Video-R1 /
-Time-R1 field names):
+An answer is a hashable key that `extract_answer` reads from a completion, by `problem_type`
+(Video-R1 / Time-R1 field names), exactly as the reward that scores it reads the completion, so
+that a vote never prefers a completion that scores worse than those that voted with it:
 
-    multiple choice       -> "choice":   option letter (`extract_choice` with the options)
-    numerical, regression -> "number":   `extract_number` of the answer span, rounded to 2 decimals
-    temporal grounding    -> "interval": `extract_interval` of the LAST answer block (Time-R1)
-    spatial grounding     -> "box":      `extract_box` of the first answer block
-    OCR, free-form, other -> "text":     the answer span, lower-cased, whitespace collapsed
+    problem_type        kind        strict: `rewards.accuracy`      lenient: `accuracy_lenient`
+    multiple choice     "choice"    first answer block, stripped    `extract_choice` letter
+    numerical           "number"    (has "." or ",", number         `extract_number` of the
+                                     rounded to 2 decimals)          answer span, rounded to 2
+    regression          "number"    the number (exact)              as numerical
+    temporal grounding  "interval"  Time-R1's strict `s to e` of    lenient `extract_interval`
+                                     the LAST block                  of the last answer span
+    spatial grounding   "box"       first box of the first block    as strict
+    OCR, free-form      "text"      first answer block, stripped    the answer span, lower-cased,
+                                                                     whitespace collapsed
+
+(The answer span is the first block, else the whole text; a block is stripped.) A missing or
+empty block, or nothing parsed, is None: every such completion scores as the answer "". Strict
+keys determine `accuracy` exactly (equal keys, equal scores); regression is keyed by the exact
+number because its score is continuous in it. Lenient keys determine `accuracy_lenient`, except
+that regression numbers equal to 2 decimals share a key (scores within `0.01 / |gt|`). For a
+tracking example (several gt boxes) `bbox_iou` reads every box; the vote uses the first.
 
 Discrete answers are voted by count (ties: the answer seen first). Intervals and boxes are rarely
 equal, so their "vote" is the medoid: the candidate with the highest mean IoU to the other
@@ -42,9 +55,36 @@ def answer_kind(example: Mapping[str, Any]) -> AnswerKind:
     return _KINDS.get(str(example.get("problem_type", "")), "text")
 
 
-def extract_answer(text: str, example: Mapping[str, Any]) -> Any:
-    """The hashable answer of one completion for `example`, or None; never raises."""
+def extract_answer(text: str, example: Mapping[str, Any], *, lenient: bool = False) -> Any:
+    """The hashable answer key of one completion for `example`, or None; never raises.
+
+    Args:
+      text: the completion.
+      example: its example (`problem_type`, `options`).
+      lenient: key by what `rewards.accuracy_lenient` reads instead of `rewards.accuracy`
+        (see the module docstring).
+    """
+    if not isinstance(text, str):
+        return None
     kind = answer_kind(example)
+    if kind == "box":
+        block = ans.answer_block(text)
+        return None if block is None else ans.extract_box(block)
+    if lenient:
+        return _lenient_answer(text, example, kind)
+    if kind == "interval":
+        block = ans.answer_block(text, which="last")
+        return None if block is None else ans.extract_interval(block, strict=True)
+    block = ans.answer_block(text) or None  # An empty block scores as a missing one.
+    if block is None or kind != "number":
+        return block
+    value = ans.parse_number(block)
+    if value is None or example.get("problem_type") != "numerical":
+        return value
+    return ("." in block or "," in block, round(value, 2))
+
+
+def _lenient_answer(text: str, example: Mapping[str, Any], kind: AnswerKind) -> Any:
     if kind == "choice":
         return ans.extract_choice(text, options=example.get("options") or None)
     if kind == "number":
@@ -52,8 +92,6 @@ def extract_answer(text: str, example: Mapping[str, Any]) -> Any:
         return None if value is None else round(value, 2)
     if kind == "interval":
         return ans.extract_interval(ans.answer_span(text, which="last"))
-    if kind == "box":
-        return ans.extract_box(ans.answer_span(text))
     span = " ".join(ans.answer_span(text).lower().split())
     return span or None
 
