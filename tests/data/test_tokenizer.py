@@ -28,6 +28,13 @@ def tok(tmp_path_factory):
     return train_tokenizer(CORPUS, 400, tmp_path_factory.mktemp("tok"))
 
 
+def test_generation_stops_at_both_qwen_eos_ids(tok):
+    """Qwen2.5-VL's generation_config.json: eos_token_id [151645, 151643] (im_end, endoftext)."""
+    kw = tok.generation_kwargs()
+    assert kw["eos_ids"] == (tok.token_id("<|im_end|>"), tok.token_id("<|endoftext|>"))
+    assert kw["pad_id"] == tok.token_id("<|endoftext|>")
+
+
 def test_added_tokens_follow_the_vocabulary_in_qwen_order(tok):
     ids = [tok.token_id(t) for t, _ in ADDED_TOKENS]
     assert ids == list(range(ids[0], ids[0] + len(ADDED_TOKENS)))  # as 151643 ... 151664

@@ -133,6 +133,12 @@ class Tokenizer:
         return self.im_end_id
 
     @property
+    def eos_ids(self) -> tuple[int, int]:
+        """Every id that ends a generation: `<|im_end|>` and `<|endoftext|>`, as the Qwen2.5-VL
+        checkpoints' `generation_config.json` lists them."""
+        return (self.im_end_id, self.token_id("<|endoftext|>"))
+
+    @property
     def pad_id(self) -> int:
         """`<|endoftext|>`, Qwen's pad token."""
         return self.token_id("<|endoftext|>")
@@ -162,7 +168,7 @@ class Tokenizer:
         """`Sampler` / `BeamSearch` keyword arguments for this tokenizer: stop at its EOS, pad
         with its pad id, never generate vision markers or placeholders."""
         return {
-            "eos_ids": self.eos_id,
+            "eos_ids": self.eos_ids,
             "pad_id": self.pad_id,
             "suppress_ids": self.vision_token_ids,
         }

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -282,6 +283,13 @@ def from_pretrained(
     return Qwen2_5_VL(config), params
 
 
+def _host_value(x) -> np.ndarray:
+    """The whole value of a (possibly multi-host sharded) array, as NumPy on every process."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
 def save_pretrained(
     model: Qwen2_5_VL,
     params: dict,
@@ -325,15 +333,19 @@ def save_pretrained(
         else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
     )
     weight_map, total = {}, 0
+    writer = jax.process_index() == 0  # every process gathers (a collective), one writes
     for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True):
         shard = {}
         for ours, hf, layout, layer, hf_shape in plan[lo:hi]:
             x = flat[ours] if layer is None or not config.scan_layers else flat[ours][layer]
-            t = _to_hf(np.asarray(jax.device_get(x)), layout, hf_shape)
+            t = _to_hf(_host_value(x), layout, hf_shape)
             shard[hf] = np.ascontiguousarray(t.astype(out_dtype))
             total += shard[hf].nbytes
-        save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
+        if writer:
+            save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
         weight_map.update({k: name for k in shard})
+    if not writer:
+        return
     if n > 1:
         with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
