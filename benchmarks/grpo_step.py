@@ -8,7 +8,7 @@ on a random `small()` model (4 decoder layers of width 256) with a reduced visio
     KV cache fanned out to G rows) against `shared_prefix=False` (every prompt repeated G times
     through the whole model), same jitted decode loop; compile excluded (one warm-up call).
   * update: `jax.value_and_grad` of `rl.grpo_loss` with the policy log-probs from
-    `rollout.shared_prefix_logp` (one prompt pass per group, gradients through the repeat)
+    `Policy.completion_stats` (one prompt pass per group, gradients through the repeat)
     against `rollout.naive_logp` (G full prompt + completion passes); wall time of the jitted
     function and XLA's FLOP count from `compile().cost_analysis()`.
 
@@ -31,11 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlmm_jax.inference import RandomSampling, Sampler, prompt_layout
+from vlmm_jax.inference import RandomSampling, Sampler
+from vlmm_jax.inference.sampler import device_inputs
 from vlmm_jax.models import Qwen2_5_VL, abstract_params
 from vlmm_jax.models.config import VisionConfig, small
+from vlmm_jax.policy import Policy
 from vlmm_jax.rl import grpo_loss
-from vlmm_jax.training.rollout import naive_logp, shared_prefix_logp
+from vlmm_jax.training.rollout import naive_logp
 
 VOCAB = 2048
 
@@ -150,12 +152,12 @@ def main():
     completions = jnp.where(special, out.tokens - 16, out.tokens)  # [R, N]
     mask = out.mask.astype(jnp.float32)
     adv = jnp.asarray(np.random.default_rng(1).normal(size=r), jnp.float32)
-    layout = jax.tree.map(jnp.asarray, prompt_layout(host, model))
-    dev = {k: jnp.asarray(v) for k, v in host.items()}
+    dev = device_inputs(host, model)
     loss_kw = dict(loss_type="grpo", max_completion_length=n)
+    policy = Policy(model=model)
 
-    def shared_loss(p, prompts_, layout_, tokens, adv_, mask_):
-        logp = shared_prefix_logp(p, model, prompts_, layout_, tokens, g)
+    def shared_loss(p, prompts_, tokens, adv_, mask_):
+        logp = policy.with_params(p).completion_stats(prompts_, tokens, group=g)["logp"]
         return grpo_loss(logp, None, None, adv_, mask_, **loss_kw)[0]
 
     def naive_loss(p, tokens, adv_, mask_):
@@ -165,7 +167,7 @@ def main():
 
     shared_grad = jax.jit(jax.value_and_grad(shared_loss))
     naive_grad = jax.jit(jax.value_and_grad(naive_loss))
-    s_args = (params, dev, layout, completions, adv, mask)
+    s_args = (params, dev, completions, adv, mask)
     n_args = (params, completions, adv, mask)
     update_shared = best_of(functools.partial(shared_grad, *s_args), args.repeats)
     update_naive = best_of(functools.partial(naive_grad, *n_args), args.repeats)

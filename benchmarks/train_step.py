@@ -27,6 +27,7 @@ from benchmarks.forward import VIDEO, hf_model, inputs, timeit
 from vlmm_jax.config_dicts import optimizer_defaults
 from vlmm_jax.models import from_pretrained
 from vlmm_jax.models.positions import rope_index, row_vision_inputs
+from vlmm_jax.policy import Policy
 from vlmm_jax.training.optimizer import make_optimizer
 from vlmm_jax.training.sft import train_step
 from vlmm_jax.training.state import TrainState
@@ -86,7 +87,9 @@ def main():
     state = TrainState(
         step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0)
     )
-    step = jax.jit(functools.partial(train_step, model=model, tx=tx, train_on_prompt=True))
+    step = jax.jit(
+        functools.partial(train_step, policy=Policy(model=model), tx=tx, train_on_prompt=True)
+    )
     flops = step.lower(state, batch).compile().cost_analysis()
     flops = float((flops[0] if isinstance(flops, list) else flops)["flops"])
     holder = {"state": state}

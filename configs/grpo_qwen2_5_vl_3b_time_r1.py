@@ -14,7 +14,7 @@ accumulation = 2 prompts per step, 5 epochs of the 2.5k-example set, frozen visi
 """
 
 from vlmm_jax.config_dicts import grpo_defaults, model_config_dict
-from vlmm_jax.training import annotation_data
+from vlmm_jax.data import annotation_data
 
 
 def get_config():

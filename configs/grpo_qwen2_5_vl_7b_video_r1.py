@@ -14,7 +14,7 @@ completions of 320 to 512 tokens when more than one group member is correct).
 """
 
 from vlmm_jax.config_dicts import grpo_defaults, model_config_dict
-from vlmm_jax.training import annotation_data
+from vlmm_jax.data import annotation_data
 
 
 def get_config():

@@ -14,7 +14,7 @@ is what `configs/grpo_qwen2_5_vl_7b_video_r1.py` starts from (Video-R1's Qwen2.5
 """
 
 from vlmm_jax.config_dicts import model_config_dict, sft_defaults
-from vlmm_jax.training import annotation_data
+from vlmm_jax.data import annotation_data
 
 
 def get_config():

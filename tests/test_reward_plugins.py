@@ -183,3 +183,54 @@ def test_check_example_rejects(example, message):
 def test_check_example_accepts(example):
     assert rewards.check_example(example) is None
 
+
+# ----------------------------------------------------------------------------- a judge
+def test_batched_judge_reward_through_a_policy(tmp_path):
+    """The README's judge: a batched reward that asks a model, through a `Policy`, whether each
+    completion is right; its score is p("Yes") of the judge's next token (NumPy check)."""
+    import jax
+
+    from tests.inference.conftest import random_params
+    from vlmm_jax.data.chat import tokenize_chat
+    from vlmm_jax.data.tokenizer import train_tokenizer
+    from vlmm_jax.inference import Sampler
+    from vlmm_jax.inference.tts import collate
+    from vlmm_jax.models import Qwen2_5_VL
+    from vlmm_jax.models.config import tiny
+    from vlmm_jax.policy import Policy
+
+    tok = train_tokenizer(["Is the answer correct? Reply Yes or No."] * 20, 320, tmp_path)
+    config = tiny(vocab_size=-(-tok.vocab_size // 64) * 64).replace(**tok.model_token_ids())
+    model = Qwen2_5_VL(config)
+    judge, sampler = (
+        Policy(model=model, params=random_params(config)),
+        Sampler(model, max_new_tokens=1),
+    )
+    yes = int(tok.encode("Yes")[0])
+
+    def prompt(c, e):
+        question = f"{e['problem']}\nAnswer: {c}\nIs the answer correct? Reply Yes or No."
+        ids, _ = tokenize_chat(
+            [{"role": "user", "content": question}], tok, add_generation_prompt=True
+        )
+        return {"input_ids": ids[None]}
+
+    @rewards.register("judge", batched=True)
+    def judge_reward(completions, examples):
+        batch = collate(
+            [prompt(c, e) for c, e in zip(completions, examples, strict=True)], pad_id=tok.pad_id
+        )
+        logp = sampler.next_token_logprobs(judge, batch)
+        return np.exp(np.asarray(logp)[:, yes]).tolist()
+
+    examples = [{"problem": "What colour?"}, {"problem": "How many?"}]
+    scores, errors = rewards.batch_scores("judge", ["red", "three"], examples)
+    assert errors == 0
+    texts = ["red", "three"]
+    for score, c, e in zip(scores, texts, examples, strict=True):
+        ids = prompt(c, e)["input_ids"]
+        logits = np.asarray(model.apply({"params": judge.params}, jax.numpy.asarray(ids)).logits)
+        z = logits[0, -1].astype(np.float64)
+        np.testing.assert_allclose(
+            score, np.exp(z[yes] - np.log(np.exp(z - z.max()).sum()) - z.max()), rtol=1e-4
+        )

@@ -91,7 +91,7 @@ def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
 
 def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     """Every field an SFT recipe has, with a comment each; recipes override what they change."""
-    from vlmm_jax.training.mesh import DEFAULT_RULES
+    from vlmm_jax.mesh import DEFAULT_RULES
 
     c = ml_collections.ConfigDict()
     c.job = "sft"  # vlmm_jax.main.JOBS entry
@@ -106,9 +106,9 @@ def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.source = "random"  # vlmm_jax.training.data_sources.SOURCES entry
     c.data.batch_size = 8  # global rows per optimizer step
-    c.data.micro_batches = 1  # gradient accumulation: micro-batches per step (inside the jit)
+    c.data.micro_batches = 1  # gradient accumulation: micro-batches per step (GRPO: per rollout)
     c.data.seed = 0  # shuffling
-    c.data.num_workers = 0  # grain worker processes decoding in parallel
+    c.data.num_workers = 0  # grain worker processes decoding videos ahead of the step
     c.data.num_examples = 256  # random source: examples per epoch
     c.data.video_grid = (2, 4, 4)  # random source: (t, h, w) patch grid of each video
 
@@ -184,6 +184,9 @@ def grpo_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     g.temperature = 1.0  # rollout temperature (0: greedy)
     g.top_p = 1.0  # nucleus sampling of rollouts
     g.rewards = ml_collections.ConfigDict({"accuracy": 1.0, "format": 0.5})  # name -> weight
+    # The reward that counts as correctness: T-GRPO's temporal bonus, the group rewards and the
+    # logged `accuracy` read it (e.g. "tiou_v2" in a grounding recipe).
+    g.correctness = "accuracy"
     # rewards.GROUP_REGISTRY name -> {"weight": w, **kwargs}, e.g. DAPO's overlong penalty:
     # {"overlong": {"weight": 1.0, "max_length": 128, "cache_length": 32}}
     g.group_rewards = ml_collections.ConfigDict()
@@ -193,6 +196,10 @@ def grpo_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     g.eps_high = 0.2  # clip range above 1 (DAPO's clip-higher: 0.28)
     g.beta = 0.0  # KL coefficient to the reference policy (Video-R1: 0.04)
     g.kl_estimator = "k3"  # k1 | k2 | k3
+    g.kl_clamp = 0.0  # clip the per-token KL estimate to +-this (Video-R1: 100); 0: no clamp
+    g.dual_clip = (
+        0.0  # dual-clip PPO: cap the loss of A < 0 tokens at dual_clip * |A| (> 1); 0: off
+    )
     g.advantage_scale = "group"  # group (GRPO) | batch | none (Dr. GRPO)
     g.adv_eps = 1e-4  # added to the std
     g.num_iterations = 1  # optimizer steps per rollout (old log-probs recomputed when > 1)
@@ -243,6 +250,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
     e.margin = 3  # adaptive_consistency: vote margin to stop at (stopping=margin)
     e.beam_width = 4  # beam_search
     e.length_alpha = 1.0  # beam_search: length-penalty exponent
+    e.reward = "accuracy"  # each completion's score: accuracy (Video-R1's) | accuracy_lenient
     e.scorer = "mean_logprob"  # best_of_n: mean_logprob or a vlmm_jax.rewards name (format)
     e.frame_levels = (4, 8, 16)  # sparse_to_dense: ascending frame counts
     e.agreement = 1.0  # sparse_to_dense: vote share that stops at a level

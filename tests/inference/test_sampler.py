@@ -167,6 +167,15 @@ def test_filters_by_hand(method, kept):
     np.testing.assert_array_equal(np.flatnonzero(np.isfinite(filtered)), kept)
 
 
+def test_top_p_one_is_plain_sampling_without_a_sort():
+    """p = 1 keeps every token: the filter is the scaled logits, and no sort of the vocabulary
+    runs at each decode step."""
+    method = TopP(p=1.0, temperature=0.5)
+    np.testing.assert_array_equal(method.filter(LOGITS), LOGITS / 0.5)
+    assert "sort" not in str(jax.make_jaxpr(method.filter)(LOGITS))
+    assert "sort" in str(jax.make_jaxpr(TopP(p=0.9).filter)(LOGITS))
+
+
 def test_sampling_frequencies_and_logprobs():
     keys = jax.random.split(jax.random.key(0), 4000)
     logits = jnp.broadcast_to(LOGITS, (4000, 4))
@@ -200,6 +209,7 @@ _SHARDED = textwrap.dedent(
     from tests.inference.test_sampler import NEVER, NEW
     from vlmm_jax.inference import Greedy, Sampler
     from vlmm_jax.models import Qwen2_5_VL, abstract_params
+    from vlmm_jax.policy import Policy
 
     assert jax.device_count() == 8, jax.devices()
     config = tiny_config()
@@ -209,8 +219,11 @@ _SHARDED = textwrap.dedent(
     specs = nn.get_partition_spec(abstract_params(config))
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
     params = jax.device_put(random_params(config), shardings)
-    sampler = Sampler(Qwen2_5_VL(config), max_new_tokens=NEW, mesh=mesh, logical_axis_rules=rules)
-    out = sampler(params, video_prompts(config, PROMPT_SPECS), method=Greedy(), **NEVER)
+    model = Qwen2_5_VL(config)
+    policy = Policy(model=model, params=params, mesh=mesh, rules=tuple(rules))
+    out = Sampler(model, max_new_tokens=NEW)(
+        policy, video_prompts(config, PROMPT_SPECS), method=Greedy(), **NEVER
+    )
     print(json.dumps({
         "tokens": np.asarray(out.tokens).tolist(),
         "sharded_params": sum(not s.is_fully_replicated for s in jax.tree.leaves(shardings)),

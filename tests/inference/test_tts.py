@@ -38,6 +38,7 @@ from vlmm_jax.inference.tts import (
     vote,
     vote_counts,
 )
+from vlmm_jax.policy import Policy
 from vlmm_jax.rewards import accuracy, accuracy_lenient
 
 MC = {
@@ -309,7 +310,9 @@ def detokenize(ids):
 def test_strategies_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
     model, params = tiny_model
     config = tiny_config()
-    generator = ModelGenerator(model, params, detokenize, max_new_tokens=TTS_NEW_TOKENS)
+    generator = ModelGenerator(
+        Policy(model=model, params=params), detokenize, max_new_tokens=TTS_NEW_TOKENS
+    )
 
     def prompt(frames, seed):
         (before, (_, h, w), after, spg) = SINGLE_SPEC[0]

@@ -237,6 +237,17 @@ def test_micro_batches_sum_to_the_full_batch(loss_type, kw):
     np.testing.assert_allclose(sum(parts), want, rtol=1e-5)
 
 
+def test_bnpo_averages_the_token_means_of_the_pieces():
+    """An update in two pieces with bnpo: each piece's loss is its own token mean / 2, so the
+    summed losses are the mean of the two pieces' token means (TRL: the local-batch mean,
+    averaged over accumulation steps), whatever their token counts."""
+    pieces = [make_batch(seed=s) for s in (5, 6)]
+    assert pieces[0][4].sum() != pieces[1][4].sum()  # unequal token counts
+    means = [np_loss(*p, loss_type="bnpo", beta=0.04) for p in pieces]
+    parts = [grpo_loss(*jx(*p), loss_type="bnpo", beta=0.04, num_chunks=2)[0] for p in pieces]
+    np.testing.assert_allclose(sum(parts), np.mean(means), rtol=1e-5)
+
+
 def test_dapo_without_global_count_is_the_local_token_mean():
     args = jx(*make_batch(seed=6))
     np.testing.assert_allclose(

@@ -47,7 +47,7 @@ def test_mesh_equivalence():
         np.testing.assert_allclose(losses, ref, rtol=1e-5, err_msg=name)
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
@@ -56,7 +56,7 @@ def _free_port():
 def test_two_processes_agree_with_one():
     """Two jax.distributed processes on localhost (1 CPU device each, fsdp=2) train like one
     process with 2 devices."""
-    port = str(_free_port())
+    port = str(free_port())
     procs = [
         run_worker(
             "--mesh",

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from tests.fake_devices import cpu_devices_env
+from vlmm_jax.data.annotation_data import hold_out
 from vlmm_jax.data.records import Example
-from vlmm_jax.training.annotation_data import hold_out
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,15 +1,17 @@
-"""The shared-prefix policy pass equals the naive one: log-probs, loss and gradients (fp32)."""
+"""The policy's shared-prefix pass equals the naive one: log-probs, loss, gradients (fp32); and
+T-GRPO's frame shuffles."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tests.models.conftest import Prompt, batch_inputs
-from vlmm_jax.inference.sampler import prompt_layout, repeat_prompts
+from vlmm_jax.inference.sampler import device_inputs, repeat_prompts
 from vlmm_jax.models import Qwen2_5_VL, init_params
 from vlmm_jax.models.config import tiny
+from vlmm_jax.policy import Policy
 from vlmm_jax.rl import grpo_loss
-from vlmm_jax.training.rollout import naive_logp, shared_prefix_logp, shuffle_video_patches
+from vlmm_jax.training.rollout import naive_logp, shuffle_video_frames, shuffle_video_patches
 
 G, N = 3, 5
 
@@ -27,12 +29,14 @@ def test_shared_prefix_equals_naive():
     completions = jnp.asarray(np.random.default_rng(0).integers(1, 400, (2 * G, N)), jnp.int32)
     mask = jnp.asarray(np.random.default_rng(1).random((2 * G, N)) < 0.8, jnp.float32)
     adv = jnp.asarray(np.random.default_rng(2).normal(size=2 * G), jnp.float32)
-    layout = prompt_layout(prompts, model)
-    dev = {k: v if k.endswith("grid_thw") else jnp.asarray(v) for k, v in prompts.items()}
+    dev = device_inputs(prompts, model)
+    policy = Policy(model=model)
 
     def loss(p, shared):
         logp = (
-            shared_prefix_logp(p, model, dev, layout, completions, G, temperature=0.7)
+            policy.with_params(p).completion_stats(dev, completions, group=G, temperature=0.7)[
+                "logp"
+            ]
             if shared
             else naive_logp(p, model, prompts, completions, G, temperature=0.7)
         )
@@ -53,18 +57,14 @@ def test_entropy_of_the_shared_prefix_pass():
     params = init_params(model, jax.random.key(0))
     prompts = batch_inputs([Prompt(0).text(2).video(2, 4, 4).text(2)])
     completions = jnp.asarray(np.random.default_rng(0).integers(1, 400, (G, N)), jnp.int32)
-    dev = {k: v if k.endswith("grid_thw") else jnp.asarray(v) for k, v in prompts.items()}
-    layout = prompt_layout(prompts, model)
-    _, entropy = shared_prefix_logp(
-        params, model, dev, layout, completions, G, temperature=0.5, with_entropy=True
-    )
+    entropy = Policy(model=model, params=params).completion_stats(
+        device_inputs(prompts, model), completions, group=G, temperature=0.5
+    )["entropy"]
     rep = repeat_prompts(prompts, G, config)
     ids = np.concatenate([rep["input_ids"], np.asarray(completions)], 1)
     mask = np.concatenate([rep["attention_mask"], np.ones((G, N), np.int64)], 1)
     vision = {k: v for k, v in rep.items() if k not in ("input_ids", "attention_mask")}
-    out = model.apply(
-        {"params": params}, ids, mask, vision_layout=prompt_layout(rep, model), **vision
-    )
+    out = model.apply({"params": params}, ids, mask, **vision)
     t = prompts["input_ids"].shape[1]
     z = np.asarray(out.logits[:, t - 1 : -1], np.float64) / 0.5
     p = np.exp(z - z.max(-1, keepdims=True))
@@ -84,3 +84,21 @@ def test_shuffle_video_patches_permutes_temporal_slices():
         tuple(range(20, 28)),
     }
     assert not np.array_equal(out, pixels)
+
+
+def test_shuffle_video_frames_of_rows():
+    """Rows layout: each row's video slices are permuted in place; images and padding stay."""
+    pixels = np.arange(2 * 20)[:, None].reshape(2, 20, 1).repeat(3, 2).astype(np.float32)
+    items = [[("image", 0, (1, 2, 2)), ("video", 4, (3, 2, 2))], [("video", 0, (2, 2, 4))]]
+    rngs = [np.random.default_rng(s) for s in (0, 1)]
+    out = shuffle_video_frames(pixels, items, rngs)
+    np.testing.assert_array_equal(out[0, :4], pixels[0, :4])  # the image
+    np.testing.assert_array_equal(out[0, 16:], pixels[0, 16:])  # padding
+    np.testing.assert_array_equal(out[1, 16:], pixels[1, 16:])
+    slices = {tuple(b) for b in out[0, 4:16, 0].reshape(3, 4)}
+    assert slices == {tuple(range(4 + 4 * i, 8 + 4 * i)) for i in range(3)}
+    assert not np.array_equal(out[0, 4:16], pixels[0, 4:16])
+    assert {tuple(b) for b in out[1, :16, 0].reshape(2, 8)} == {
+        tuple(range(20, 28)),
+        tuple(range(28, 36)),
+    }

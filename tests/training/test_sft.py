@@ -12,13 +12,15 @@ from vlmm_jax.config_dicts import optimizer_defaults
 from vlmm_jax.models import Qwen2_5_VL, init_params
 from vlmm_jax.models.config import tiny
 from vlmm_jax.models.positions import row_vision_inputs
+from vlmm_jax.policy import Policy
 from vlmm_jax.training.batches import pad_batch, random_sample
 from vlmm_jax.training.optimizer import make_optimizer
-from vlmm_jax.training.sft import cross_entropy_sums, micro_batch_sums, target_weights, train_step
+from vlmm_jax.training.sft import micro_batch_sums, target_weights, train_step
 from vlmm_jax.training.state import TrainState
 
 CONFIG = tiny()
 MODEL = Qwen2_5_VL(CONFIG)
+POLICY = Policy(model=MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +40,24 @@ def test_target_weights_by_hand():
     np.testing.assert_array_equal(on_prompt[0], [1, 1, 1, 0, 0, 1, 0])
 
 
-def test_cross_entropy_by_hand():
-    logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]]))
-    ce, correct = cross_entropy_sums(logits, jnp.array([[1, 2]]), jnp.array([[1.0, 1.0]]))
-    np.testing.assert_allclose(ce, -np.log(0.25) - np.log(0.8), rtol=1e-6)
-    assert correct == 1  # only the second argmax is right
+def test_loss_sums_by_hand(params):
+    """CE and argmax hits summed over the target tokens, from the model's own logits (NumPy)."""
+    batch = jax.tree.map(lambda x: jnp.asarray(x)[0], pad_batch([random_sample(CONFIG, 2)], CONFIG))
+    ce, aux = micro_batch_sums(params, batch, policy=POLICY, train_on_prompt=False)
+    logits = MODEL.apply(
+        {"params": params},
+        batch["input_ids"],
+        position_ids=batch["position_ids"],
+        visual_pixels=batch["visual_pixels"],
+        vision_layout=batch["vision_layout"],
+    ).logits[0, :-1]
+    z = np.asarray(logits, np.float64)
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    targets, w = np.asarray(batch["input_ids"][0, 1:]), np.asarray(batch["loss_mask"][0, 1:])
+    np.testing.assert_allclose(ce, -(logp[np.arange(len(targets)), targets] * w).sum(), rtol=1e-5)
+    assert aux["tokens"] == w.sum()
+    assert aux["correct"] == ((z.argmax(-1) == targets) * w).sum()
 
 
 def _packed(samples):
@@ -70,7 +85,7 @@ def test_packed_equals_padded(params):
     ]
     padded = jax.tree.map(jnp.asarray, pad_batch(samples, CONFIG))
     packed = _packed(samples)
-    fn = functools.partial(micro_batch_sums, model=MODEL, train_on_prompt=False)
+    fn = functools.partial(micro_batch_sums, policy=POLICY, train_on_prompt=False)
     grad = jax.grad(lambda p, b: fn(p, jax.tree.map(lambda x: x[0], b))[0])
     (ce_pad, aux_pad) = fn(params, jax.tree.map(lambda x: x[0], padded))
     (ce_pack, aux_pack) = fn(params, jax.tree.map(lambda x: x[0], packed))
@@ -93,7 +108,7 @@ def test_accumulation_equals_one_batch_and_nan_skips(params):
     state = TrainState(
         step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0)
     )
-    step = jax.jit(functools.partial(train_step, model=MODEL, tx=tx))
+    step = jax.jit(functools.partial(train_step, policy=POLICY, tx=tx))
     one = jax.tree.map(jnp.asarray, pad_batch(samples, CONFIG, micro_batches=1))
     four = jax.tree.map(jnp.asarray, pad_batch(samples, CONFIG, micro_batches=4))
     s1, m1 = step(state, one)
@@ -120,7 +135,7 @@ def test_frozen_vision_gets_no_update(params):
         step=jnp.int32(0), params=params, opt_state=tx.init(params), rng=jax.random.PRNGKey(0)
     )
     batch = jax.tree.map(jnp.asarray, pad_batch([random_sample(CONFIG, 0)], CONFIG))
-    new, _ = jax.jit(functools.partial(train_step, model=MODEL, tx=tx))(state, batch)
+    new, _ = jax.jit(functools.partial(train_step, policy=POLICY, tx=tx))(state, batch)
     for a, b in zip(
         jax.tree.leaves(new.params["visual"]), jax.tree.leaves(params["visual"]), strict=True
     ):

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from vlmm_jax.models.config import ModelConfig
-from vlmm_jax.models.positions import row_vision_inputs, vision_layout
+from vlmm_jax.models.positions import row_layouts, row_vision_inputs, vision_layout
 
 VISUAL_LAYOUTS = ("rows", "flat")
 
@@ -136,8 +136,9 @@ def collate_row_visual(
     patch_buckets: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Per-row visual inputs: `visual_pixels [B, P, C]` and `vision_layout {name: [B, ...]}`
-    (P = the largest row's patch count, bucketed), plus the unpadded grids of all samples
-    (`image_grid_thw`, `video_grid_thw`, `second_per_grid_ts`) for the host. `{}` when no
+    (P = the largest row's patch count, bucketed), plus for the host the unpadded grids of all
+    samples (`image_grid_thw`, `video_grid_thw`, `second_per_grid_ts`) and `row_items`: per
+    row, `(kind, first patch, (t, h, w))` of each item, kind "image" or "video". `{}` when no
     sample has a visual item."""
     items = []
     for row in rows:
@@ -161,6 +162,7 @@ def collate_row_visual(
     num_patches = round_up(max(sizes), patch_multiple, patch_buckets)
     pixels, layout = row_vision_inputs(items, config.vision, num_patches)
     out: dict[str, Any] = {"visual_pixels": pixels, "vision_layout": layout}
+    out["row_items"] = _row_items(rows)
     samples = [s for row in rows for s in row]
     for key in ("image_grid_thw", "video_grid_thw"):
         grids = [np.asarray(s[key]).reshape(-1, 3) for s in samples if key in s]
@@ -173,6 +175,115 @@ def collate_row_visual(
     ]
     if spg:
         out["second_per_grid_ts"] = np.concatenate(spg).astype(np.float32)
+    return out
+
+
+def _row_items(rows) -> list[list[tuple[str, int, tuple[int, int, int]]]]:
+    """Per row, `(kind, first patch row, grid)` of its items in order of appearance (the order
+    `collate_row_visual` lays them out in `visual_pixels`)."""
+    out = []
+    for row in rows:
+        items, start = [], 0
+        for s in row:
+            for kind, pk, gk in (
+                ("image", "pixel_values", "image_grid_thw"),
+                ("video", "pixel_values_videos", "video_grid_thw"),
+            ):
+                if pk in s:
+                    grid = tuple(int(x) for x in np.asarray(s[gk]).reshape(-1, 3)[0])
+                    items.append((kind, start, grid))
+                    start += len(s[pk])
+        out.append(items)
+    return out
+
+
+# The fixed-shape arrays of a rows-layout prompt batch (what the sampler and the policy read).
+PROMPT_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "rope_deltas",
+    "visual_pixels",
+    "vision_layout",
+)
+
+
+def prompt_arrays(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The prompt arrays of an RL-mode batch in the rows layout (`collate_rows(left_pad=True,
+    visual_layout="rows")`), ready for `hosts.global_rows`.
+
+    Rows past the batch's examples (a final partial batch) are empty; each becomes a one-token
+    dummy prompt (its last token unmasked) so that every row can be decoded; callers drop the
+    outputs of rows past `len(batch["examples"])`.
+    """
+    if "pixel_values" in batch or "pixel_values_videos" in batch:
+        raise ValueError("prompt_arrays: expected a rows-layout batch (visual_layout='rows')")
+    out = {k: batch[k] for k in PROMPT_KEYS if batch.get(k) is not None}
+    empty = ~np.asarray(out["attention_mask"]).any(axis=1)
+    if empty.any():
+        out["attention_mask"] = np.array(out["attention_mask"])
+        out["attention_mask"][empty, -1] = 1
+    return out
+
+
+FLAT_PROMPT_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+)
+
+
+def flat_prompt_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """transformers-layout prompt inputs of a flat RL-mode batch (`visual_layout="flat"`), for
+    the single-prompt calls of the test-time scaling strategies; rows past the batch's
+    examples are dropped (the flat pixel arrays hold only the real examples' items)."""
+    out = {k: batch[k] for k in FLAT_PROMPT_KEYS if batch.get(k) is not None}
+    n = len(batch["examples"]) if "examples" in batch else len(out["input_ids"])
+    out["input_ids"], out["attention_mask"] = out["input_ids"][:n], out["attention_mask"][:n]
+    return out
+
+
+def pad_prompt_rows(
+    prompts: Mapping[str, Any],
+    row_items: Sequence[Sequence[tuple]] | None,
+    config: ModelConfig,
+    *,
+    length: int,
+    num_patches: int,
+    pad_id: int,
+) -> dict[str, Any]:
+    """A rows-layout prompt batch (`prompt_arrays`) grown to `length` tokens (more left padding;
+    `rope_deltas` shift with it) and `num_patches` patch rows per row (a larger dummy item,
+    its vision layout rebuilt from `row_items`), so that the batches of several hosts agree in
+    shape before they become one global array."""
+    out = dict(prompts)
+    t = prompts["input_ids"].shape[1]
+    if length < t:
+        raise ValueError(f"pad_prompt_rows: length {length} is below the batch's {t}")
+    if length > t:
+        d = length - t
+        out["input_ids"] = np.pad(prompts["input_ids"], ((0, 0), (d, 0)), constant_values=pad_id)
+        out["attention_mask"] = np.pad(prompts["attention_mask"], ((0, 0), (d, 0)))
+        out["position_ids"] = np.pad(prompts["position_ids"], ((0, 0), (0, 0), (d, 0)))
+        out["rope_deltas"] = np.asarray(prompts["rope_deltas"]) - d
+    if prompts.get("visual_pixels") is None:
+        if num_patches:
+            raise ValueError(
+                "pad_prompt_rows: a text-only batch cannot join hosts whose batches have visual "
+                "inputs (mix text-only and visual examples within every host's batches)"
+            )
+        return out
+    p = prompts["visual_pixels"].shape[1]
+    if num_patches > p:
+        out["visual_pixels"] = np.pad(
+            prompts["visual_pixels"], ((0, 0), (0, num_patches - p), (0, 0))
+        )
+        grids = [[g for _, _, g in items] for items in row_items]
+        out["vision_layout"] = row_layouts(grids, config.vision, num_patches)
     return out
 
 

@@ -4,6 +4,9 @@
       -> grain.MapDataset.source            random access
       -> [shard_index::shard_count]         per host (jax.process_index / process_count)
       -> shuffle(seed) -> repeat(epochs)    a new order every epoch, same on resume
+         (or, with `host_block=b`: shuffle and repeat every record, then each host takes its
+         block of b records from every global block of b * hosts: one prompt per row, so
+         global batch k is the same for any host count)
       -> map(SampleBuilder)                 decode + tokenize + positions, in `worker_count`
                                             processes (grain mp_prefetch), or threads when 0
       -> batching (this process)            packed / padded SFT rows, left-padded RL prompts
@@ -119,6 +122,7 @@ def source_dataset(
     shard_index: int | None = None,
     shard_count: int | None = None,
     drop_remainder: bool = True,
+    host_block: int | None = None,
 ) -> grain.MapDataset:
     """Random access over `records`: this host's shard, shuffled per epoch, repeated.
 
@@ -131,12 +135,21 @@ def source_dataset(
         `jax.process_count()`); shard i holds records i, i + count, ...
       drop_remainder: give every shard `len // count` records (hosts stay in step); False
         lets the first `len % count` shards hold one more (shards then cover every record).
+      host_block: shard after shuffling, in blocks: host i takes records
+        `[k * b * count + i * b, k * b * count + (i + 1) * b)` of the shuffled stream for every
+        k, so the global stream is the same for any host count (RL prompt batches of b rows
+        per host). Only whole global blocks are kept.
     """
     index = jax.process_index() if shard_index is None else shard_index
     count = jax.process_count() if shard_count is None else shard_count
     if not 0 <= index < count:
         raise ValueError(f"shard_index={index} must be in [0, shard_count={count})")
     n = len(records)
+    if host_block is not None:
+        ds = grain.MapDataset.source(records)
+        ds = ds.shuffle(seed) if shuffle else ds
+        ds = ds.repeat(num_epochs) if num_epochs != 1 else ds
+        return _HostBlocks(ds, index, count, host_block)
     stop = n // count * count if drop_remainder else n
     ds = grain.MapDataset.source(records)[index:stop:count]
     if not len(ds):
@@ -149,6 +162,33 @@ def source_dataset(
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
     return ds
+
+
+class _HostBlocks(grain.MapDataset):
+    """Host `index`'s blocks of `size` elements out of every `count * size` of the parent."""
+
+    def __init__(self, parent: grain.MapDataset, index: int, count: int, size: int):
+        super().__init__(parent)
+        if size < 1:
+            raise ValueError(f"host_block must be >= 1, got {size}")
+        self._index, self._count, self._size = index, count, size
+        if not len(self):
+            raise ValueError(
+                f"source_dataset: {len(parent)} records hold no whole global block of "
+                f"{count} hosts x {size}"
+            )
+
+    def __len__(self) -> int:
+        return len(self._parent) // (self._count * self._size) * self._size
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return self.slice(j)
+        block, k = divmod(j, self._size)
+        return self._parent[(block * self._count + self._index) * self._size + k]
+
+    def __str__(self) -> str:
+        return f"HostBlocks(index={self._index}, count={self._count}, size={self._size})"
 
 
 def _stats_state(stats: ReadStats) -> dict[str, Any]:
@@ -337,6 +377,7 @@ def make_pipeline(
     shard_index: int | None = None,
     shard_count: int | None = None,
     drop_remainder: bool = True,
+    host_block: int | None = None,
     worker_count: int = 0,
     worker_buffer_size: int = 4,
     read_threads: int = 1,
@@ -357,7 +398,8 @@ def make_pipeline(
       vision: frame sampling and pixel budgets.
       sample_fn: record -> sample dict (default `SampleBuilder`); must be picklable when
         `worker_count > 0`.
-      seed, shuffle, num_epochs, shard_index, shard_count, drop_remainder: `source_dataset`.
+      seed, shuffle, num_epochs, shard_index, shard_count, drop_remainder, host_block:
+        `source_dataset`.
       worker_count: decoding processes (grain `mp_prefetch`); 0 decodes in this process with
         `read_threads` threads.
       worker_buffer_size: decoded samples buffered per worker.
@@ -377,6 +419,7 @@ def make_pipeline(
         shard_index=shard_index,
         shard_count=shard_count,
         drop_remainder=drop_remainder,
+        host_block=host_block,
     )
     if sample_fn is None:
         sample_fn = SampleBuilder(

@@ -33,7 +33,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -41,18 +40,25 @@ import orbax.checkpoint as ocp
 
 from vlmm_jax.data.chat import VisionOptions, build_sample
 from vlmm_jax.data.formats import read_examples
-from vlmm_jax.data.packing import collate_rows, round_up
+from vlmm_jax.data.packing import collate_rows, flat_prompt_inputs, round_up
 from vlmm_jax.data.tokenizer import load_tokenizer
 from vlmm_jax.data.vision_processing import process_video
-from vlmm_jax.eval.runner import evaluate, markdown_table, score, summarize, write_predictions
+from vlmm_jax.eval.runner import (
+    evaluate,
+    greedy_generate,
+    markdown_table,
+    score,
+    summarize,
+    write_predictions,
+)
 from vlmm_jax.inference import tts
 from vlmm_jax.inference.sampler import Sampler
-from vlmm_jax.inference.sampling import Greedy, TopP
+from vlmm_jax.inference.sampling import TopP
 from vlmm_jax.models import Qwen2_5_VL, load_params
+from vlmm_jax.models.lora import base_params
+from vlmm_jax.policy import Policy
 from vlmm_jax.results import write_stage_results
-from vlmm_jax.training.grpo import prompt_inputs
-from vlmm_jax.training.lora import base_params, merge
-from vlmm_jax.training.trainer import SFTRun
+from vlmm_jax.session import Session
 
 _log = logging.getLogger(__name__)
 
@@ -99,30 +105,26 @@ def restore_params(directory: str, step: int | None, abstract, shardings):
     return out["state"]["params"], step
 
 
-def eval_params(run: SFTRun) -> tuple[Any, str]:
-    """The parameters to evaluate (see the module docstring) and where they came from."""
+def eval_params(run: Session) -> tuple[Any, str]:
+    """The parameters to evaluate (see the module docstring; LoRA adapters stay: the policy
+    folds them in) and where they came from."""
     config = run.config
-    _, shardings = run.state_shardings()
+    shardings = run.param_shardings()
     if config.get("checkpoint_dir"):
         step = config.get("checkpoint_step")
         step = None if step is None or step < 0 else step
-        abstract = nn.meta.unbox(run.abstract)
-        params, step = restore_params(config.checkpoint_dir, step, abstract, shardings.params)
-        origin = f"{config.checkpoint_dir}@{step}"
-    elif config.get("init_from"):
+        params, step = restore_params(config.checkpoint_dir, step, run.abstract_params, shardings)
+        return params, f"{config.checkpoint_dir}@{step}"
+    if config.get("init_from"):
         params = load_params(
             config.init_from,
             run.model_config,
             dtype=run.model_config.param_dtype,
-            shardings=base_params(shardings.params),
+            shardings=base_params(shardings),
         )
         return params, config.init_from
-    else:
-        _log.warning("eval: no checkpoint_dir or init_from; evaluating random initial weights")
-        params, origin = run.init_state().params, "random init"
-    if "lora" in params:
-        params = jax.jit(merge)(params)
-    return params, origin
+    _log.warning("eval: no checkpoint_dir or init_from; evaluating random initial weights")
+    return run.initial_params(), "random init"
 
 
 # ----------------------------------------------------------------------------- data
@@ -142,7 +144,7 @@ class EvalData:
     model_config: Any
 
 
-def _synthetic_data(run: SFTRun, split: str) -> EvalData:
+def _synthetic_data(run: Session, split: str) -> EvalData:
     tok, cfg = run.data.tokenizer, run.model_config
     tps = cfg.vision.temporal_patch_size
 
@@ -174,7 +176,7 @@ def _example_data(records, tok, cfg, base: VisionOptions) -> EvalData:
     return EvalData(records, sample, lambda ex: ex, tok, cfg)
 
 
-def _file_data(run: SFTRun, e: ml_collections.ConfigDict) -> EvalData:
+def _file_data(run: Session, e: ml_collections.ConfigDict) -> EvalData:
     config = run.config
     tok_dir = config.data.get("tokenizer") or config.get("init_from")
     if not tok_dir:
@@ -193,7 +195,7 @@ def _file_data(run: SFTRun, e: ml_collections.ConfigDict) -> EvalData:
     return _example_data(records, tok, cfg, base)
 
 
-def eval_data(run: SFTRun) -> EvalData:
+def eval_data(run: Session) -> EvalData:
     """The evaluated records: `config.eval.annotations`, else split `config.eval.split` of the
     run's prepared data (synthetic, or an annotation source with its vision options)."""
     e = run.config.eval
@@ -206,14 +208,17 @@ def eval_data(run: SFTRun) -> EvalData:
         )
     if run.config.data.source == "synthetic":
         return _synthetic_data(run, e.split)
-    vision = run.data.vision  # an annotation source (training.annotation_data)
+    vision = run.data.vision  # an annotation source (data.annotation_data)
     if e.num_frames:
         vision = dataclasses.replace(vision, nframes=e.num_frames)
     return _example_data(run.data.split(e.split), run.data.tokenizer, run.model_config, vision)
 
 
-def prompt_batch(samples: Sequence[dict], data: EvalData, patch_multiple: int) -> dict[str, Any]:
-    """Left-padded prompts (flat vision layout), length rounded up to 64 to bound compiles."""
+def prompt_batch(
+    samples: Sequence[dict], data: EvalData, patch_multiple: int, layout: str = "rows"
+) -> dict[str, Any]:
+    """Left-padded prompts (`layout` "rows" or "flat"), length rounded up to 64 to bound
+    compiles."""
     length = round_up(max(int(s["num_tokens"]) for s in samples), 64)
     return collate_rows(
         [[s] for s in samples],
@@ -221,7 +226,7 @@ def prompt_batch(samples: Sequence[dict], data: EvalData, patch_multiple: int) -
         length=length,
         pad_id=data.tokenizer.pad_id,
         left_pad=True,
-        visual_layout="flat",
+        visual_layout=layout,
         patch_multiple=patch_multiple,
     )
 
@@ -256,21 +261,10 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _greedy(run, model, params, data: EvalData, n: int, e) -> list[dict[str, Any]]:
+def _greedy(run, policy: Policy, data: EvalData, n: int, e) -> list[dict[str, Any]]:
     tok = data.tokenizer
-    sampler = Sampler(
-        model,
-        max_new_tokens=e.max_new_tokens,
-        **tok.generation_kwargs(),
-        mesh=run.mesh,
-        logical_axis_rules=run.rules,
-    )
-
-    def generate(batch):
-        out = sampler(params, prompt_inputs(batch), method=Greedy())
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        texts = [tok.decode(t[:n]) for t, n in zip(tokens, lengths, strict=True)]
-        return texts, lengths.tolist()
+    sampler = Sampler(policy.model, max_new_tokens=e.max_new_tokens, **tok.generation_kwargs())
+    generate = greedy_generate(sampler, policy, tok.decode)
 
     def batches():
         for i in range(0, n, e.batch_size):  # records are read (decoded) batch by batch
@@ -278,34 +272,32 @@ def _greedy(run, model, params, data: EvalData, n: int, e) -> list[dict[str, Any
             chunk = [data.sample(data.records[j], e.num_frames or None) for j in rows]
             yield prompt_batch(chunk, data, e.patch_multiple)
 
-    out, _ = evaluate(generate, batches(), limit=n, progress=run.config.stage)
+    out, _ = evaluate(generate, batches(), limit=n, progress=run.config.stage, reward=e.reward)
     for r in out:
         r["samples"] = 1
     return out
 
 
-def _scaled(run, model, params, data: EvalData, n: int, e, seed) -> list[dict[str, Any]]:
+def _scaled(policy: Policy, data: EvalData, n: int, e, seed) -> list[dict[str, Any]]:
     tok = data.tokenizer
     strategy = make_strategy(e)
     generator = tts.ModelGenerator(
-        model,
-        params,
+        policy,
         tok.decode,
         max_new_tokens=e.max_new_tokens,
         method=TopP(temperature=e.temperature, p=e.top_p),
         **tok.generation_kwargs(),
-        mesh=run.mesh,
-        logical_axis_rules=run.rules,
     )
     examples = [data.example(data.records[i]) for i in range(n)]
 
     def prompt_of(i):  # read when asked; num_frames 0: the dataset's own frame sampling
-        return lambda f: prompt_inputs(
-            prompt_batch([data.sample(data.records[i], f or None)], data, 4)
+        return lambda f: flat_prompt_inputs(
+            prompt_batch([data.sample(data.records[i], f or None)], data, 4, layout="flat")
         )
 
+    lenient = e.reward == "accuracy_lenient"  # votes read answers the way the score does
     questions = [
-        tts.Question(ex.to_reward_example(), prompt_of(i), e.num_frames or 0)
+        tts.Question(ex.to_reward_example(), prompt_of(i), e.num_frames or 0, lenient=lenient)
         for i, ex in enumerate(examples)
     ]
     results = tts.evaluate([strategy], questions, generator, jax.random.key(seed), progress=True)
@@ -324,7 +316,7 @@ def _scaled(run, model, params, data: EvalData, n: int, e, seed) -> list[dict[st
                 "samples": res.spent.samples,
                 "spent": res.spent.as_dict(),
                 "info": _jsonable(dict(res.info)),
-                **score(res.completion, ex),
+                **score(res.completion, ex, e.reward),
             }
         )
     return out
@@ -336,16 +328,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     e = config.eval
     if e.strategy not in STRATEGY_NAMES:
         raise ValueError(f"config.eval.strategy={e.strategy!r} is not one of {STRATEGY_NAMES}")
-    run = SFTRun(config, workdir)
+    run = Session(config, workdir)
     params, origin = eval_params(run)
     data = eval_data(run)
     model = run.model if data.model_config == run.model_config else Qwen2_5_VL(data.model_config)
+    policy = run.policy.replace(model=model).with_params(params)
     n = min(e.num_examples or len(data.records), len(data.records))
     if e.strategy == "greedy":
-        preds = _greedy(run, model, params, data, n, e)
+        preds = _greedy(run, policy, data, n, e)
         strategy_name = "greedy"
     else:
-        preds = _scaled(run, model, params, data, n, e, config.seed)
+        preds = _scaled(policy, data, n, e, config.seed)
         strategy_name = make_strategy(e).name
     summary = summarize(preds)
     if preds and "spent" in preds[0]:

@@ -18,17 +18,41 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from vlmm_jax import hosts
+from vlmm_jax.data.packing import prompt_arrays
 from vlmm_jax.eval import answers, metrics
-from vlmm_jax.rewards import REGISTRY
+from vlmm_jax.inference.sampler import Sampler
+from vlmm_jax.inference.sampling import Greedy
+from vlmm_jax.policy import Policy
+from vlmm_jax.rewards import REGISTRY, batch_scores
 
 GROUNDING = ("temporal grounding", "spatial grounding")
 
 
-def score(completion: str, example) -> dict[str, Any]:
-    """Accuracy reward, format flag and (for temporal grounding) the IoU of one completion."""
+def greedy_generate(
+    sampler: Sampler, policy: Policy, decode: Callable[[Sequence[int]], str]
+) -> Callable[[dict], tuple[list[str], list[int]]]:
+    """`batch -> (completions, lengths)`: greedy decoding of a whole RL-mode prompt batch (rows
+    layout; on several hosts every host holds the same batch and gets every completion) with
+    `policy`. The one greedy path of training evals and the evaluation job; rows past the
+    batch's examples (a final partial batch) are decoded and dropped."""
+
+    def generate(batch):
+        n = len(batch["examples"])
+        prompts = hosts.global_rows(prompt_arrays(batch), policy.mesh, host_rows=False)
+        out = sampler(policy, prompts, method=Greedy())
+        tokens, lengths = hosts.all_rows(out.tokens)[:n], hosts.all_rows(out.lengths)[:n]
+        return [decode(t[:k]) for t, k in zip(tokens, lengths, strict=True)], lengths.tolist()
+
+    return generate
+
+
+def score(completion: str, example, reward: str = "accuracy") -> dict[str, Any]:
+    """The `reward` (default `accuracy`), format flag and (temporal grounding) IoU of one
+    completion; a reward that fails scores 0 (`rewards.batch_scores`)."""
     reward_example = example.to_reward_example()
     out = {
-        "score": REGISTRY["accuracy"](completion, reward_example),
+        "score": float(batch_scores(reward, [completion], [reward_example])[0][0]),
         "format": REGISTRY["format"](completion, reward_example),
         "prediction": answers.answer_span(completion),
     }
@@ -71,6 +95,7 @@ def evaluate(
     *,
     limit: int | None = None,
     progress: str | None = None,
+    reward: str = "accuracy",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Runs `generate(batch) -> (completions, lengths)` over prompt batches and scores them.
 
@@ -79,6 +104,7 @@ def evaluate(
       batches: RL-mode prompt batches (`vlmm_jax.data.pipeline`), carrying `examples`.
       limit: stop after this many examples.
       progress: a tqdm bar with this label (over `limit` examples when given).
+      reward: the `rewards.REGISTRY` name each completion is scored with.
     Returns:
       (per-example records, summary).
     """
@@ -96,7 +122,7 @@ def evaluate(
                     "answer": ex.answer,
                     "completion": text,
                     "length": int(n),
-                    **score(text, ex),
+                    **score(text, ex, reward),
                 }
             )
         if limit is not None and len(records) >= limit:

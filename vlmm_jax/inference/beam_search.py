@@ -30,9 +30,8 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vlmm_jax.inference.sampler import Sampler, _eos_tuple, device_inputs, prompt_layout
+from vlmm_jax.inference.sampler import Sampler, _eos_tuple
 from vlmm_jax.models import Qwen2_5_VL
 
 LengthPenalty = Literal["simple", "gnmt"]
@@ -75,7 +74,7 @@ class BeamSearch:
       eos_ids: ids that finish a beam (None: `config.eos_token_id`). Must leave at least W
         other tokens in the vocabulary.
       early_stopping: end once no alive beam can enter the top W (exact; see above).
-      pad_id, suppress_ids, cache_dtype, mesh, logical_axis_rules: as `Sampler`.
+      pad_id, suppress_ids, cache_dtype: as `Sampler`.
     """
 
     def __init__(
@@ -91,8 +90,6 @@ class BeamSearch:
         pad_id: int | None = None,
         suppress_ids: Sequence[int] = (),
         cache_dtype: Any = None,
-        mesh: jax.sharding.Mesh | None = None,
-        logical_axis_rules: Sequence[tuple[str, Any]] | None = None,
     ):
         if width < 1 or max_new_tokens < 1:
             raise ValueError(
@@ -107,8 +104,6 @@ class BeamSearch:
             pad_id=pad_id,
             suppress_ids=suppress_ids,
             cache_dtype=cache_dtype,
-            mesh=mesh,
-            logical_axis_rules=logical_axis_rules,
         )
         self.width = int(width)
         self.max_new_tokens = int(max_new_tokens)
@@ -145,10 +140,11 @@ class BeamSearch:
         gnmt = ((5.0 + length) / 6.0) ** dyn["alpha"]
         return jnp.where(dyn["gnmt"], gnmt, length ** dyn["alpha"])
 
-    def _search(self, params, inputs, layout, dyn) -> BeamOutput:
+    def _search(self, policy, inputs, dyn) -> BeamOutput:
         s, w, n = self.sampler, self.width, self.max_new_tokens
+        policy = policy.for_inference()
         b, t = inputs["input_ids"].shape
-        cache, rope_deltas, logits = s.prefill(params, inputs, layout, t + n)
+        cache, rope_deltas, logits = s.prefill(policy, inputs, t + n)
         rows = lambda x, axis: jnp.repeat(x, w, axis=axis)  # noqa: E731
         cache = {
             "k": rows(cache["k"], 1),
@@ -228,7 +224,7 @@ class BeamSearch:
                 "segment_ids": c["segment_ids"][src],
                 "index": c["index"],
             }
-            next_logits, c = s.step(params, token.reshape(-1), c, rope_deltas)
+            next_logits, c = s.step(policy, token.reshape(-1), c, rope_deltas)
             return dict(
                 i=i + 1,
                 logits=next_logits,
@@ -258,15 +254,11 @@ class BeamSearch:
             steps=steps,
         )
 
-    def __call__(self, params, inputs: Mapping[str, Any]) -> BeamOutput:
-        """Beam search from left-padded prompts (inputs as `Sampler.__call__`)."""
-        layout = prompt_layout(inputs, self.sampler.model)
-        args = device_inputs(inputs)
-        mask = np.asarray(args["attention_mask"])
-        if not mask[:, -1].all():
-            raise ValueError("attention_mask: prompts must be left-padded (last column all ones)")
-        with self.sampler._context():
-            return _search(self, params, args, layout, self._dynamic())
+    def __call__(self, policy, inputs: Mapping[str, Any]) -> BeamOutput:
+        """Beam search from left-padded prompts (`policy` and inputs as `Sampler.__call__`)."""
+        policy, args = self.sampler.prepare(policy, inputs)
+        with policy.context():
+            return _search(self, policy, args, self._dynamic())
 
 
 _search = jax.jit(BeamSearch._search, static_argnames=("self",))

@@ -24,19 +24,18 @@ stop token counts in `lengths` and gets a log-prob. Finished rows keep stepping 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlmm_jax import hosts
 from vlmm_jax.inference.sampling import Greedy, SamplingMethod, log_probs
-from vlmm_jax.models import CACHE_AXES, Qwen2_5_VL, init_cache, vision_layout
-from vlmm_jax.models.text import Cache
+from vlmm_jax.models import Qwen2_5_VL, init_cache, vision_layout
+from vlmm_jax.policy import ROW_KEYS, Policy, fan_out, is_rows, model_inputs, repeat_rows
 
 _GREEDY = Greedy()
 VISION_KEYS = (
@@ -74,13 +73,42 @@ class SamplerOutput:
         return jnp.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]
 
 
-def device_inputs(inputs: Mapping[str, Any]) -> dict[str, jax.Array]:
-    """The model's prompt inputs as device arrays (other keys dropped), with a default mask."""
-    keys = ("input_ids", "attention_mask", *VISION_KEYS)
-    args = {k: jnp.asarray(inputs[k]) for k in keys if inputs.get(k) is not None}
+def device_inputs(inputs: Mapping[str, Any], model: Qwen2_5_VL) -> dict[str, Any]:
+    """The prompt pytree a jitted program takes: device arrays of the model's prompt keys.
+
+    Flat prompts get their host-computed `vision_layout` (the grids must be concrete) and a
+    default all-ones mask; rows prompts (see `policy`) pass through, already global arrays or
+    host NumPy.
+    """
+    keys = ("input_ids", "attention_mask", "vision_layout", *ROW_KEYS, *VISION_KEYS)
+    args = {k: inputs[k] for k in keys if inputs.get(k) is not None}
+    if not is_rows(inputs):
+        args.pop("vision_layout", None)
+        layout = prompt_layout(inputs, model)
+        if layout is not None:
+            args["vision_layout"] = layout
     if "attention_mask" not in args:
-        args["attention_mask"] = jnp.ones_like(args["input_ids"])
-    return args
+        args["attention_mask"] = np.ones(np.shape(args["input_ids"]), np.int32)
+    return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), args)
+
+
+def check_left_padded(mask) -> None:
+    """ValueError unless every row of a (host) `attention_mask [B, T]` ends with a token."""
+    if isinstance(mask, jax.core.Tracer) or (
+        isinstance(mask, jax.Array) and not mask.is_fully_addressable
+    ):
+        return  # checked where the global batch was assembled
+    mask = np.asarray(mask)
+    if not mask[:, -1].all():
+        raise ValueError(
+            "attention_mask: prompts must be left-padded (the last column must be all ones); "
+            f"rows {np.flatnonzero(mask[:, -1] == 0).tolist()} end in padding"
+        )
+
+
+def as_policy(policy: Policy | Any, model: Qwen2_5_VL) -> Policy:
+    """`policy` itself, or bare params wrapped as a single-device `Policy` of `model`."""
+    return policy if isinstance(policy, Policy) else Policy(params=policy, model=model)
 
 
 def _eos_tuple(eos) -> tuple[int, ...]:
@@ -152,28 +180,17 @@ def repeat_prompts(inputs: Mapping[str, Any], n: int, config) -> dict[str, np.nd
     return out
 
 
-def fan_out(cache: Cache, n: int) -> Cache:
-    """Repeats every row of a cache `n` times (prompt-major), as `jnp.repeat` on the batch axes."""
-    if n == 1:
-        return cache
-    return {
-        "k": jnp.repeat(cache["k"], n, axis=1),
-        "v": jnp.repeat(cache["v"], n, axis=1),
-        "segment_ids": jnp.repeat(cache["segment_ids"], n, axis=0),
-        "index": cache["index"],
-    }
-
-
 def row_keys(rng: jax.Array, row_ids: jax.Array) -> jax.Array:
     """One key per row: `fold_in(rng, row_id)`."""
     return jax.vmap(lambda r: jax.random.fold_in(rng, r))(row_ids)
 
 
 class Sampler:
-    """Autoregressive sampling from a `Qwen2_5_VL` with an explicit KV cache.
+    """Autoregressive sampling from a `Policy` with an explicit KV cache.
 
     Args:
-      model: the Flax module.
+      model: the Flax module (its config gives the defaults below; the parameters, mesh and
+        rules come with the policy of each call).
       max_new_tokens: N, the decode budget per row.
       eos_ids: token ids that end a row (None: `model.config.eos_token_id`; `()`: none).
       stop_sequences: token-id sequences that end a row once generated (e.g. the tokens of
@@ -182,10 +199,6 @@ class Sampler:
       suppress_ids: token ids never sampled (their logits are set to -inf before the method),
         e.g. the vision placeholders `<|video_pad|>`, which a completion must not contain.
       cache_dtype: KV-cache dtype (default the model's compute dtype).
-      mesh, logical_axis_rules: when given, the jitted functions are traced under this mesh and
-        these rules, so the model's logical activation constraints (and the cache's) apply.
-        Parameters keep whatever sharding they arrive with: jit follows the inputs' shardings,
-        nothing is gathered to the host.
     """
 
     def __init__(
@@ -198,8 +211,6 @@ class Sampler:
         pad_id: int | None = None,
         suppress_ids: Sequence[int] = (),
         cache_dtype: Any = None,
-        mesh: jax.sharding.Mesh | None = None,
-        logical_axis_rules: Sequence[tuple[str, Any]] | None = None,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -217,19 +228,10 @@ class Sampler:
         if any(not 0 <= t < vocab for t in self.suppress_ids):
             raise ValueError(f"suppress_ids {self.suppress_ids}: ids must lie in [0, {vocab})")
         self.cache_dtype = jnp.dtype(cache_dtype or self.config.dtype)
-        self.mesh = mesh
-        self.rules = (
-            None
-            if logical_axis_rules is None
-            else tuple(
-                (name, tuple(axes) if isinstance(axes, list) else axes)
-                for name, axes in logical_axis_rules
-            )
-        )
 
     # Samplers that differ only in stop criteria share compiled code: those are traced arrays.
     def _key(self):
-        return (self.model, self.pad_id, self.cache_dtype, self.mesh, self.rules)
+        return (self.model, self.pad_id, self.cache_dtype)
 
     def __hash__(self):
         return hash(self._key())
@@ -238,48 +240,30 @@ class Sampler:
         return isinstance(other, Sampler) and self._key() == other._key()
 
     # ------------------------------------------------------------------ model calls
-    def _context(self):
-        stack = contextlib.ExitStack()
-        if self.mesh is not None:
-            stack.enter_context(jax.set_mesh(self.mesh))
-        if self.rules is not None:
-            stack.enter_context(nn.logical_axis_rules(self.rules))
-        return stack
+    def prepare(self, policy, inputs: Mapping[str, Any]) -> tuple[Policy, dict[str, Any]]:
+        """Host side of a call: the policy and the prompt pytree, left padding checked."""
+        policy = as_policy(policy, self.model)
+        check_left_padded(inputs.get("attention_mask", np.ones((1, 1))))
+        args = device_inputs(inputs, self.model)
+        if jax.process_count() > 1 and all(x.is_fully_addressable for x in jax.tree.leaves(args)):
+            args = hosts.replicated(args, policy.mesh)  # host inputs: the same on every host
+        return policy, args
 
-    def prefill(self, params, inputs, layout, max_length: int):
+    def prefill(self, policy: Policy, inputs, max_length: int):
         """Runs the prompts `[B, T]` into a fresh cache of `max_length` slots.
 
         Returns (cache, rope_deltas `[B, 1]`, logits of the last prompt token `[B, V]` fp32).
         Only the last position goes through the LM head.
         """
-        ids = inputs["input_ids"]
-        b = ids.shape[0]
-        mask = inputs.get("attention_mask")
-        if mask is None:
-            mask = jnp.ones_like(ids)
+        b = inputs["input_ids"].shape[0]
         cache = init_cache(self.config, b, max_length, self.cache_dtype)
-        vision = {k: inputs[k] for k in VISION_KEYS if inputs.get(k) is not None}
-        out = self.model.apply(
-            {"params": params},
-            ids,
-            mask,
-            cache=cache,
-            vision_layout=layout,
-            return_logits=False,
-            **vision,
-        )
-        logits = self.lm_head(params, out.hidden_states[:, -1:])[:, 0]
+        out = policy.prefill(inputs, cache)
+        logits = policy.logits(out.hidden_states[:, -1:])[:, 0]
         return out.cache, out.rope_deltas, logits
 
-    def lm_head(self, params, hidden):
-        """Logits `[B, T, V]` fp32 for final hidden states `[B, T, D]`."""
-        return self.model.apply({"params": params}, hidden, method=Qwen2_5_VL.logits)
-
-    def step(self, params, tokens, cache, rope_deltas):
+    def step(self, policy: Policy, tokens, cache, rope_deltas):
         """One decode step for tokens `[R]`: returns (logits `[R, V]`, cache)."""
-        out = self.model.apply(
-            {"params": params}, tokens[:, None], cache=cache, rope_deltas=rope_deltas
-        )
+        out = policy.apply(tokens[:, None], cache=cache, rope_deltas=rope_deltas)
         return out.logits[:, 0], out.cache
 
     # ------------------------------------------------------------------ decode loop
@@ -311,10 +295,11 @@ class Sampler:
         has_token = jnp.any(seqs != -1, axis=1)[None]  # [1, S]
         return stop | jnp.any(jnp.all(match, axis=2) & has_token, axis=1)
 
-    def decode(self, params, cache, rope_deltas, logits, keys, stops, method, max_new: int):
+    def decode(self, policy, cache, rope_deltas, logits, keys, stops, method, max_new: int):
         """The while loop over `max_new` steps from the logits of the last prompt token.
 
         Args:
+          policy: the policy (adapters already folded in: `Policy.for_inference`).
           cache: rows `[R]` already holding the prompts; logits `[R, V]`; keys `[R]` row keys;
           stops: `stop_arrays()`.
         """
@@ -346,7 +331,7 @@ class Sampler:
             recent = jnp.concatenate([s["recent"][:, 1:], token[:, None]], axis=1)
             stop = alive & self._stops(stops, recent, token)
             col = lambda buf, x: jax.lax.dynamic_update_slice(buf, x[:, None], (0, i))  # noqa: E731
-            next_logits, cache = self.step(params, token, s["cache"], rope_deltas)
+            next_logits, cache = self.step(policy, token, s["cache"], rope_deltas)
             return dict(
                 i=i + 1,
                 logits=next_logits,
@@ -368,22 +353,20 @@ class Sampler:
             done=s["done"],
         )
 
-    def _generate_impl(
-        self, params, inputs, layout, rng, row_ids, stops, *, method, num_samples, max_new
-    ):
+    def _generate_impl(self, policy, inputs, rng, row_ids, stops, *, method, num_samples, max_new):
+        policy = policy.for_inference()  # adapters folded in once, not at every step
         t = inputs["input_ids"].shape[1]
-        cache, rope_deltas, logits = self.prefill(params, inputs, layout, t + max_new)
+        cache, rope_deltas, logits = self.prefill(policy, inputs, t + max_new)
         cache = fan_out(cache, num_samples)
-        cache = nn.with_logical_constraint(cache, CACHE_AXES)
         rope_deltas = jnp.repeat(rope_deltas, num_samples, axis=0)
         logits = jnp.repeat(logits, num_samples, axis=0)
         keys = row_keys(rng, row_ids)
-        return self.decode(params, cache, rope_deltas, logits, keys, stops, method, max_new)
+        return self.decode(policy, cache, rope_deltas, logits, keys, stops, method, max_new)
 
     # ------------------------------------------------------------------ public entry points
     def __call__(
         self,
-        params,
+        policy: Policy | Any,
         inputs: Mapping[str, Any],
         *,
         rng: jax.Array | None = None,
@@ -398,11 +381,13 @@ class Sampler:
         """Samples `num_samples` continuations of each prompt.
 
         Args:
-          params: the model parameters (any sharding).
-          inputs: transformers-layout prompt inputs: `input_ids [B, T]` (left-padded),
-            `attention_mask [B, T]`, and optionally `pixel_values_videos [P, C]`,
-            `video_grid_thw [M, 3]`, `second_per_grid_ts [M]`, `pixel_values`, `image_grid_thw`.
-            Grids must be concrete (host) arrays: they fix the vision tower's window layout.
+          policy: a `Policy` (parameters with any sharding, LoRA adapters, mesh and rules), or
+            bare params of the sampler's model (one device, no mesh).
+          inputs: left-padded prompts in the flat layout (transformers' `input_ids [B, T]`,
+            `attention_mask [B, T]`, `pixel_values_videos [P, C]`, `video_grid_thw [M, 3]` as
+            host arrays, `second_per_grid_ts [M]`, `pixel_values`, `image_grid_thw`) or the rows
+            layout (`position_ids`, `rope_deltas`, `visual_pixels`, `vision_layout`; host arrays
+            or global arrays sharded over the batch: see `policy`).
           rng: PRNG key (default `jax.random.key(0)`; unused by `Greedy`).
           method: a `sampling` method.
           num_samples: n continuations per prompt.
@@ -414,35 +399,29 @@ class Sampler:
             compilation unless their counts or the longest sequence change).
 
         Returns:
-          `SamplerOutput` with R = B * n rows, prompt-major.
+          `SamplerOutput` with R = B * n rows, prompt-major (sharded like the prompts' batch).
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        mask = inputs.get("attention_mask")
-        if mask is not None and not isinstance(mask, jax.core.Tracer):
-            mask = np.asarray(mask)
-            if not mask[:, -1].all():
-                raise ValueError(
-                    "attention_mask: prompts must be left-padded (the last column must be all "
-                    f"ones); rows {np.flatnonzero(mask[:, -1] == 0).tolist()} end in padding"
-                )
         b = np.shape(inputs["input_ids"])[0]
         n = num_samples
         if not shared_prefix and n > 1:
-            inputs, n = repeat_prompts(inputs, n, self.config), 1
-        layout = prompt_layout(inputs, self.model)
-        args = device_inputs(inputs)
+            if is_rows(inputs):
+                inputs = repeat_rows(device_inputs(inputs, self.model), n)
+            else:
+                inputs = repeat_prompts(inputs, n, self.config)
+            n = 1
+        policy, args = self.prepare(policy, inputs)
         rng = jax.random.key(0) if rng is None else rng
         row_ids = jnp.arange(b * num_samples) if row_ids is None else jnp.asarray(row_ids)
         if row_ids.shape != (b * num_samples,):
             raise ValueError(f"row_ids: expected shape {(b * num_samples,)}, got {row_ids.shape}")
-        with self._context():
+        with policy.context():
             return _generate(
                 self,
-                params,
+                policy,
                 args,
-                layout,
                 rng,
                 row_ids,
                 self.stop_arrays(eos_ids, stop_sequences),
@@ -451,28 +430,20 @@ class Sampler:
                 max_new=max_new,
             )
 
-    def _next_logprobs_impl(self, params, inputs, layout):
-        ids = inputs["input_ids"]
-        vision = {k: inputs[k] for k in VISION_KEYS if inputs.get(k) is not None}
-        out = self.model.apply(
-            {"params": params},
-            ids,
-            inputs["attention_mask"],
-            vision_layout=layout,
-            return_logits=False,
-            **vision,
-        )
-        logits = self.lm_head(params, out.hidden_states[:, -1:])[:, 0]
+    def _next_logprobs_impl(self, policy, inputs):
+        policy = policy.for_inference()
+        out = policy.apply(**model_inputs(inputs), return_logits=False)
+        logits = policy.logits(out.hidden_states[:, -1:])[:, 0]
         return jax.nn.log_softmax(logits, axis=-1)
 
-    def next_token_logprobs(self, params, inputs: Mapping[str, Any]) -> jax.Array:
+    def next_token_logprobs(self, policy, inputs: Mapping[str, Any]) -> jax.Array:
         """`[B, V]` log-probs of the token after each (left-padded) prompt: one forward, no cache.
 
         What a verifier reads: `next_token_logprobs(...)[:, yes_id]` is log p("Yes").
         """
-        layout = prompt_layout(inputs, self.model)
-        with self._context():
-            return _next_logprobs(self, params, device_inputs(inputs), layout)
+        policy, args = self.prepare(policy, inputs)
+        with policy.context():
+            return _next_logprobs(self, policy, args)
 
 
 _generate = jax.jit(

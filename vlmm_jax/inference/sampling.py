@@ -94,6 +94,8 @@ class TopP(RandomSampling):
 
     def filter(self, logits):
         logits = logits / self.temperature
+        if self.p >= 1.0:  # keeps every token: skip the sort over the vocabulary
+            return logits
         order = jnp.argsort(-logits, axis=-1, stable=True)
         sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
         probs = jax.nn.softmax(sorted_logits, axis=-1)

@@ -201,15 +201,27 @@ def row_vision_inputs(
             f"patch count {sizes}"
         )
     pixels = np.zeros((len(rows), num_patches, config.patch_dim), np.float32)
-    layouts = []
     for b, row in enumerate(rows):
-        grids = [tuple(int(x) for x in g) for _, g in row]
         if row:
             pixels[b, : sizes[b]] = np.concatenate([p for p, _ in row])
-        pad = num_patches - sizes[b]
+    layout = row_layouts([[g for _, g in row] for row in rows], config, num_patches)
+    return pixels, layout
+
+
+def row_layouts(
+    rows: list[list[tuple[int, int, int]]], config: VisionConfig, num_patches: int
+) -> dict[str, np.ndarray]:
+    """The per-row `vision_layout` arrays `[B, ...]` of rows holding items of these grids, in
+    order of appearance, each row padded to `num_patches` patch rows by one dummy item."""
+    layouts = []
+    for row in rows:
+        grids = [tuple(int(x) for x in g) for g in row]
+        pad = num_patches - sum(t * h * w for t, h, w in grids)
+        if pad < 0:
+            raise ValueError(f"row_layouts: items {grids} hold more than {num_patches} patches")
         if pad:  # a dummy 1 x m x (pad / m) item; its merged tokens are never placed
             m = config.spatial_merge_size
             grids.append((1, m, pad // m))
         grids = np.array(grids, np.int64).reshape(-1, 3)
         layouts.append(vision_layout(grids, config, batch_items=False))
-    return pixels, {k: np.stack([lay[k] for lay in layouts]) for k in layouts[0]}
+    return {k: np.stack([lay[k] for lay in layouts]) for k in layouts[0]}

@@ -14,14 +14,18 @@ and the per-token losses are aggregated by `loss_type`:
 | loss_type | aggregation | reference |
 | --- | --- | --- |
 | `grpo` | mean over each sequence's tokens, then mean over sequences | DeepSeekMath |
-| `bnpo` | mean over all tokens of the local batch | TRL |
+| `bnpo` | mean over the tokens of each piece, averaged over the `num_chunks` pieces | TRL |
 | `dr_grpo` | sum over tokens / (B * max_completion_length) | Dr. GRPO (Liu et al.) |
 | `dapo` | sum over tokens / tokens of the *global* batch | DAPO (Yu et al.) |
 
 Gradient accumulation and multi-host: with `num_global_tokens` (`dapo`) or
 `num_global_sequences` (`grpo`, `dr_grpo`) set to the totals of the full optimizer batch, each
 micro-batch's loss is its exact share, and summing the micro-batch losses (and gradients) over
-micro-batches and hosts gives the full-batch loss. `bnpo` is a local mean by definition.
+micro-batches and hosts gives the full-batch loss. `bnpo` is a local mean by definition (TRL:
+the token mean of each per-device micro-batch, averaged over gradient-accumulation steps);
+here a piece is one `grpo_loss` call over the batch it is given (a rollout chunk or
+micro-batch, all devices), and with `num_chunks` pieces each contributes its token mean /
+`num_chunks`, so the summed losses are the mean of the pieces' token means.
 
 Metrics are returned as masked sums plus the token count (`num_tokens`), so they can be summed
 over micro-batches and hosts before `finalize_metrics` turns them into means.
@@ -106,6 +110,7 @@ def _aggregate(
     max_completion_length: int | None,
     num_global_tokens: jax.Array | float | None,
     num_global_sequences: jax.Array | float | None,
+    num_chunks: jax.Array | int,
 ) -> jax.Array:
     """Reduce `[B, T]` per-token losses to a scalar according to `loss_type`."""
     num_seqs = per_token.shape[0] if num_global_sequences is None else num_global_sequences
@@ -113,7 +118,7 @@ def _aggregate(
     if loss_type == "grpo":
         return jnp.sum(_seq_mean(per_token, mask)) / num_seqs
     if loss_type == "bnpo":
-        return jnp.sum(masked) / jnp.maximum(jnp.sum(mask), 1.0)
+        return jnp.sum(masked) / jnp.maximum(jnp.sum(mask), 1.0) / num_chunks
     if loss_type == "dr_grpo":
         length = per_token.shape[1] if max_completion_length is None else max_completion_length
         return jnp.sum(masked) / (num_seqs * length)
@@ -140,6 +145,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     num_global_tokens: jax.Array | float | None = None,
     num_global_sequences: jax.Array | float | None = None,
+    num_chunks: jax.Array | int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped policy-gradient loss of the GRPO family (see the module docstring).
 
@@ -166,6 +172,8 @@ def grpo_loss(
         optimizer batch (all micro-batches, all hosts); default: this batch's.
       num_global_sequences: `grpo` / `dr_grpo` sequence count of the whole optimizer batch;
         default `B`.
+      num_chunks: `bnpo`: how many pieces the optimizer batch was split into (each piece's
+        token mean is divided by it); default 1.
 
     Returns:
       `(loss, metrics)`: the scalar loss and a dict of float32 scalars, all masked *sums*
@@ -217,7 +225,13 @@ def grpo_loss(
             per_token = per_token + beta * kl
 
     loss = _aggregate(
-        per_token, mask, loss_type, max_completion_length, num_global_tokens, num_global_sequences
+        per_token,
+        mask,
+        loss_type,
+        max_completion_length,
+        num_global_tokens,
+        num_global_sequences,
+        num_chunks,
     )
 
     def msum(x):

@@ -13,15 +13,9 @@ import grain
 import jax
 import ml_collections
 
+from vlmm_jax.hosts import host_batch_size
 from vlmm_jax.models.config import ModelConfig
 from vlmm_jax.training.batches import pad_batch, random_sample, split_micro_batches
-
-
-def host_batch_size(global_batch: int) -> int:
-    count = jax.process_count()
-    if global_batch % count:
-        raise ValueError(f"data.batch_size={global_batch} does not split over {count} processes")
-    return global_batch // count
 
 
 def host_rows(ds: grain.MapDataset, global_batch: int) -> grain.MapDataset:
@@ -61,9 +55,9 @@ def random_sft(
 def synthetic_sft(
     config: ml_collections.ConfigDict, model_config: ModelConfig, split: str, data
 ) -> grain.IterDataset:
-    """The embedded synthetic dataset (`training.synthetic_data`), packed SFT batches."""
+    """The embedded synthetic dataset (`data.synthetic_data`), packed SFT batches."""
     from vlmm_jax.data.pipeline import BatchOptions, batch_arrays, make_pipeline
-    from vlmm_jax.training.synthetic_data import SyntheticSample
+    from vlmm_jax.data.synthetic_data import SyntheticSample
 
     d = config.data
     train = split == "train"
@@ -87,7 +81,7 @@ def synthetic_sft(
 def annotations_sft(
     config: ml_collections.ConfigDict, model_config: ModelConfig, split: str, data
 ) -> grain.IterDataset:
-    """An annotation file (`training.annotation_data`): real videos decoded by the default
+    """An annotation file (`data.annotation_data`): real videos decoded by the default
     `SampleBuilder` in the pipeline, packed (or padded) SFT batches."""
     from vlmm_jax.data.pipeline import BatchOptions, batch_arrays, make_pipeline
 

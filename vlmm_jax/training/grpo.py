@@ -1,20 +1,24 @@
 """GRPO-family RL from verifiable rewards on video prompts.
 
-One step:
-  1. rollout: G completions per prompt with the jitted sampler (shared video prefix), from the
-     policy's own (sharded) parameters; with T-GRPO also G/2 completions on temporally shuffled
-     video patches, which only feed the temporal bonus;
-  2. rewards: a weighted sum of `vlmm_jax.rewards` (+ Video-R1's temporal bonus on accuracy);
-  3. advantages per group (`rl.group_advantages`); DAPO dynamic sampling drops groups whose
-     rewards are all equal and draws more prompts until the batch is full (bounded tries);
-  4. update: `num_iterations` optimizer steps on the rollout, the policy log-probs computed with
-     the shared-prefix pass (`rollout.shared_prefix_logp`), the loss `rl.grpo_loss`; old
-     log-probs from a forward pass at rollout time when `num_iterations > 1`, reference
-     log-probs from the frozen initial parameters when `beta > 0`.
+One step (driven by `grpo_loop.train_grpo`), for each rollout batch of prompts:
+  1. sample   G completions per prompt from the policy (`Sampler`, shared video prefix): global
+              prompt arrays sharded over the batch, every host keeps its own rows; with T-GRPO
+              also G/2 completions on temporally shuffled frames, which only feed the bonus;
+  2. score    the decoded completions on the host (`scoring.RolloutScorer`: pure, batched,
+              never raises);
+  3. group    Video-R1's temporal bonus on video prompts, group-relative advantages
+              (`rl.group_advantages`), DAPO's dynamic sampling (groups of equal rewards drop
+              out, and more prompts are drawn until the step is full, bounded);
+then `update`: `num_iterations` optimizer steps over all the step's rollouts. The policy's
+log-probs come from its shared-prefix pass (`Policy.completion_stats`), the loss is
+`rl.grpo_loss`; old log-probs from the policy before the update (when `num_iterations > 1`),
+reference log-probs from `Policy.reference()` (when `beta > 0`). A step whose loss or
+gradients are not finite changes nothing and is counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -23,10 +27,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from vlmm_jax.inference.sampler import Sampler, prompt_layout
-from vlmm_jax.inference.sampling import Greedy, TopP
-from vlmm_jax.models import Qwen2_5_VL
-from vlmm_jax.rewards import GROUP_REGISTRY, REGISTRY
+from vlmm_jax import hosts
+from vlmm_jax.data.packing import pad_prompt_rows, prompt_arrays
+from vlmm_jax.inference.sampler import Sampler
+from vlmm_jax.inference.sampling import Greedy, RandomSampling, SamplingMethod, TopP
+from vlmm_jax.policy import BATCH_AXIS, Policy
 from vlmm_jax.rl import (
     dynamic_sampling_mask,
     finalize_metrics,
@@ -34,267 +39,301 @@ from vlmm_jax.rl import (
     grpo_loss,
     temporal_bonus,
 )
-from vlmm_jax.training.rollout import shared_prefix_logp, shuffle_video_patches
-from vlmm_jax.training.state import TrainState
-
-PROMPT_KEYS = (
-    "input_ids",
-    "attention_mask",
-    "pixel_values",
-    "image_grid_thw",
-    "pixel_values_videos",
-    "video_grid_thw",
-    "second_per_grid_ts",
-)
+from vlmm_jax.training.rollout import shuffle_video_frames
+from vlmm_jax.training.scoring import RolloutScorer
+from vlmm_jax.training.state import TrainState, apply_gradients
 
 
-def prompt_inputs(batch: dict) -> dict:
-    """The sampler's inputs from an RL pipeline batch (flat, transformers-style vision).
+def rollout_method(cfg: ml_collections.ConfigDict) -> SamplingMethod:
+    """Greedy at temperature 0, nucleus when `top_p < 1`, else plain sampling (no sort)."""
+    if cfg.temperature == 0:
+        return Greedy()
+    if cfg.top_p < 1:
+        return TopP(temperature=cfg.temperature, p=cfg.top_p)
+    return RandomSampling(temperature=cfg.temperature)
 
-    A final partial batch pads with empty rows after its examples; those rows are dropped
-    (the flat pixel arrays only hold the real examples' items).
+
+@dataclasses.dataclass
+class Rollout:
+    """One rollout batch, this host's rows. B prompts, G completions each, R = B * G, N tokens.
+
+    prompts: rows-layout prompt arrays `[B, ...]`; tokens `[R, N]`; mask `[R, N]` float32 (0 on
+    padding and on dropped groups); rewards `[B, G]` (every reward, the temporal bonus
+    included); advantages `[R]`; kept: groups kept; errors: reward calls that failed (scored
+    0); figures: this host's means.
     """
-    out = {k: batch[k] for k in PROMPT_KEYS if batch.get(k) is not None}
-    n = len(batch["examples"]) if "examples" in batch else len(out["input_ids"])
-    out["input_ids"], out["attention_mask"] = out["input_ids"][:n], out["attention_mask"][:n]
-    return out
 
+    prompts: dict[str, np.ndarray]
+    tokens: np.ndarray
+    mask: np.ndarray
+    rewards: np.ndarray
+    advantages: np.ndarray
+    kept: int
+    errors: int
+    figures: dict[str, float]
 
-def reward_fn(weights: dict[str, float]):
-    """`(completion, example) -> (total, per-reward dict)` for a weighted sum of rewards."""
-    unknown = sorted(set(weights) - set(REGISTRY))
-    if unknown:
-        raise ValueError(f"grpo.rewards: unknown reward(s) {unknown}; known {sorted(REGISTRY)}")
-
-    def fn(completion, example):
-        parts = {k: REGISTRY[k](completion, example) for k in weights}
-        return sum(w * parts[k] for k, w in weights.items()), parts
-
-    return fn
-
-
-def group_reward_fn(specs: dict[str, dict]):
-    """`(accuracies [B, G], lengths [B, G]) -> (total [B, G], per-reward means)` for the
-    weighted group rewards (`rewards.GROUP_REGISTRY`: Video-R1's length bonus, DAPO's overlong
-    penalty). `specs` maps a name to its `weight` and the function's keyword arguments."""
-    unknown = sorted(set(specs) - set(GROUP_REGISTRY))
-    if unknown:
-        raise ValueError(
-            f"grpo.group_rewards: unknown reward(s) {unknown}; known {sorted(GROUP_REGISTRY)}"
-        )
-    specs = {k: dict(v) for k, v in specs.items()}
-    for name, spec in specs.items():
-        if "weight" not in spec:
-            raise ValueError(f"grpo.group_rewards.{name}: needs a `weight`")
-
-    def fn(accuracies: np.ndarray, lengths: np.ndarray):
-        total, means = np.zeros(accuracies.shape), {}
-        for name, spec in specs.items():
-            kw = {k: v for k, v in spec.items() if k != "weight"}
-            part = np.array(
-                [
-                    GROUP_REGISTRY[name](accuracies=list(a), lengths=[int(x) for x in n], **kw)
-                    for a, n in zip(accuracies, lengths, strict=True)
-                ]
+    def split(self, pieces: int, group: int) -> list[Rollout]:
+        """`pieces` micro-batches of whole groups (gradient accumulation inside the update)."""
+        b = self.prompts["input_ids"].shape[0]
+        if pieces == 1:
+            return [self]
+        if b % pieces:
+            raise ValueError(f"data.micro_batches={pieces} does not divide {b} prompts per host")
+        step = b // pieces
+        out = []
+        for i in range(pieces):
+            p, r = slice(i * step, (i + 1) * step), slice(i * step * group, (i + 1) * step * group)
+            out.append(
+                Rollout(
+                    prompts=jax.tree_util.tree_map_with_path(
+                        lambda path, x, p=p: _take_rows(path, x, p), self.prompts
+                    ),
+                    tokens=self.tokens[r],
+                    mask=self.mask[r],
+                    rewards=self.rewards[p],
+                    advantages=self.advantages[r],
+                    kept=0,
+                    errors=0,
+                    figures={},
+                )
             )
-            total += spec["weight"] * part
-            means[f"reward_{name}"] = float(part.mean())
-        return total, means
-
-    return fn
+        return out
 
 
-@functools.partial(jax.jit, static_argnames=("model", "group", "temperature"))
-def policy_logp(params, prompts, layout, completions, *, model, group, temperature):
-    """Jitted shared-prefix log-probs `[R, N]` (grids travel as arrays: the layout is given)."""
-    return shared_prefix_logp(params, model, prompts, layout, completions, group, temperature)
-
-
-def chunk_loss(params, chunk, norms, *, model, group, temperature, loss_cfg):
-    """The GRPO loss of one rollout chunk, normalised by the global counts in `norms`."""
-    logp, entropy = shared_prefix_logp(
-        params,
-        model,
-        chunk["prompts"],
-        chunk["layout"],
-        chunk["tokens"],
-        group,
-        temperature,
-        with_entropy=True,
-    )
-    loss, metrics = grpo_loss(
-        logp,
-        chunk.get("old_logp"),
-        chunk.get("ref_logp"),
-        chunk["advantages"],
-        chunk["mask"],
-        **loss_cfg,
-        **norms,
-    )
-    metrics["entropy_sum"] = jax.lax.stop_gradient(jnp.sum(entropy * chunk["mask"]))
-    return loss, metrics
+def _take_rows(path, x, rows: slice):
+    axis = BATCH_AXIS.get(str(getattr(path[0], "key", "")), 0)
+    return x[(slice(None),) * axis + (rows,)]
 
 
 class GRPO:
-    """Rollouts, rewards and updates of the GRPO family (see the module docstring)."""
+    """Rollouts, rewards and updates of the GRPO family (see the module docstring).
+
+    Args:
+      policy: the run's policy template (model, mesh, rules; parameters come per call).
+      tx: the optimizer. tokenizer: decodes completions, gives the EOS / pad / suppressed ids.
+      cfg: `config.grpo`.
+      state_shardings: the train state's shardings (the update's output stays on them).
+      micro_batches: update pieces per rollout batch (gradient accumulation; whole groups).
+    """
 
     def __init__(
         self,
-        model: Qwen2_5_VL,
+        policy: Policy,
         tx: optax.GradientTransformation,
         tokenizer,
         cfg: ml_collections.ConfigDict,
         *,
-        mesh=None,
-        rules=None,
+        state_shardings: TrainState | None = None,
+        micro_batches: int = 1,
     ):
-        self.model, self.tx, self.tok, self.cfg = model, tx, tokenizer, cfg
+        if cfg.temporal and cfg.group_size < 2:
+            raise ValueError("grpo.temporal needs group_size >= 2 (G/2 shuffled rollouts)")
+        self.policy, self.tx, self.tok, self.cfg = policy, tx, tokenizer, cfg
         self.sampler = Sampler(
-            model,
-            max_new_tokens=cfg.max_new_tokens,
-            **tokenizer.generation_kwargs(),
-            mesh=mesh,
-            logical_axis_rules=rules,
+            policy.model, max_new_tokens=cfg.max_new_tokens, **tokenizer.generation_kwargs()
         )
-        self.method = (
-            Greedy() if cfg.temperature == 0 else TopP(temperature=cfg.temperature, p=cfg.top_p)
-        )
-        self.reward = reward_fn(dict(cfg.rewards))
-        self.group_reward = group_reward_fn(dict(cfg.get("group_rewards", {})))
+        self.method = rollout_method(cfg)
+        self.scorer = RolloutScorer(cfg.rewards, cfg.get("group_rewards"), cfg.correctness)
+        self.micro_batches = micro_batches
         self.loss_cfg = dict(
             loss_type=cfg.loss_type,
             eps_low=cfg.eps_low,
             eps_high=cfg.eps_high,
+            dual_clip=cfg.dual_clip or None,
             beta=cfg.beta,
             kl_estimator=cfg.kl_estimator,
+            kl_clamp=cfg.kl_clamp or None,
             importance_level=cfg.importance_level,
             max_completion_length=cfg.max_new_tokens,
         )
-        self._grad = {}
+        temperature = cfg.temperature or 1.0  # greedy rollouts: logp under the plain softmax
+        stats = functools.partial(_completion_logp, group=cfg.group_size, temperature=temperature)
+        self.logp_fn = policy.jit(stats)
+        loss = functools.partial(
+            _piece_loss,
+            policy=policy,
+            group=cfg.group_size,
+            temperature=temperature,
+            loss_cfg=self.loss_cfg,
+        )
+        self.grad_fn = policy.jit(jax.value_and_grad(loss, has_aux=True))
+        self.add_fn = policy.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=(0,))
+        out = None if state_shardings is None else (state_shardings, None)
+        self.apply_fn = policy.jit(
+            functools.partial(apply_gradients, tx=tx), out_shardings=out, donate_argnums=(0,)
+        )
 
     # ------------------------------------------------------------------ rollout
-    def sample(self, params, prompts, rng, n):
-        out = self.sampler(params, prompts, rng=rng, method=self.method, num_samples=n)
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        texts = [self.tok.decode(t[:n_]) for t, n_ in zip(tokens, lengths, strict=True)]
-        return out, texts
+    def sample(self, policy: Policy, prompts: dict, rng: jax.Array, n: int):
+        """n completions of every (global) prompt; returns this host's rows: tokens `[R, N]`,
+        lengths `[R]` and the decoded texts."""
+        out = self.sampler(policy, prompts, rng=rng, method=self.method, num_samples=n)
+        tokens, lengths = hosts.local_rows(out.tokens), hosts.local_rows(out.lengths)
+        texts = [self.tok.decode(t[:k]) for t, k in zip(tokens, lengths, strict=True)]
+        return tokens, lengths, texts
 
-    def rollout(self, params, batch, rng) -> dict | None:
-        """One prompt batch -> a chunk (tokens, mask, advantages, figures), or None if every
-        group was dropped by dynamic sampling."""
+    def host_prompts(self, batch: dict) -> dict[str, np.ndarray]:
+        """This host's prompt arrays, padded to the largest shape over the hosts (so they join
+        one global array)."""
+        host = prompt_arrays(batch)
+        if jax.process_count() > 1:
+            patches = host["visual_pixels"].shape[1] if "visual_pixels" in host else 0
+            t, p = hosts.all_hosts_max([host["input_ids"].shape[1], patches])
+            host = pad_prompt_rows(
+                host,
+                batch.get("row_items"),
+                self.policy.config,
+                length=int(t),
+                num_patches=int(p),
+                pad_id=self.tok.pad_id,
+            )
+        return host
+
+    def rollout(self, policy: Policy, batch: dict, rng: jax.Array) -> Rollout:
+        """One prompt batch (this host's rows of an RL-mode pipeline batch, rows layout)."""
         cfg, g = self.cfg, self.cfg.group_size
-        prompts = prompt_inputs(batch)
-        out, texts = self.sample(params, prompts, rng, g)
+        host = self.host_prompts(batch)
+        b = host["input_ids"].shape[0]
+        if len(batch["examples"]) != b:
+            raise ValueError(f"rollout: {len(batch['examples'])} examples for {b} prompt rows")
+        tokens, lengths, texts = self.sample(policy, hosts.global_rows(host, policy.mesh), rng, g)
         examples = [ex.to_reward_example() for ex in batch["examples"] for _ in range(g)]
-        scored = [self.reward(t, e) for t, e in zip(texts, examples, strict=True)]
-        parts = {k: np.array([s[1][k] for s in scored]) for k in cfg.rewards}
-        acc = np.array([REGISTRY["accuracy"](t, e) for t, e in zip(texts, examples, strict=True)])
-        b = len(batch["examples"])
-        lengths = np.asarray(out.lengths).reshape(b, g)
-        group_total, group_means = self.group_reward(acc.reshape(b, g), lengths)
-        total = np.array([s[0] for s in scored]).reshape(b, g) + group_total
-        figures = {f"reward_{k}": float(v.mean()) for k, v in parts.items()}
-        figures.update(group_means)
-        figures["accuracy"] = float(acc.mean())
-        if cfg.temporal and prompts.get("pixel_values_videos") is not None:
-            shuffled = dict(prompts)
-            shuffled["pixel_values_videos"] = shuffle_video_patches(
-                np.asarray(prompts["pixel_values_videos"]),
-                np.asarray(prompts["video_grid_thw"]),
-                np.random.default_rng(int(jax.random.randint(rng, (), 0, 2**31 - 1))),
+        scores = self.scorer(texts, examples, lengths, g)
+        total, errors = scores.total, scores.errors
+        figures = {f"reward_{k}": float(v.mean()) for k, v in scores.parts.items()}
+        figures["accuracy"] = float(scores.correct.mean())
+        row_items = batch.get("row_items") or [[] for _ in range(b)]
+        has_video = np.array([any(kind == "video" for kind, *_ in row) for row in row_items])
+        if cfg.temporal and hosts.all_hosts_sum([has_video.any()])[0] > 0:
+            bonus, figs, err = self._temporal_bonus(
+                policy, host, row_items, has_video, examples, scores, rng
             )
-            _, s_texts = self.sample(params, shuffled, jax.random.fold_in(rng, 1), g // 2)
-            s_examples = [e for e in examples[::g] for _ in range(g // 2)]
-            s_acc = np.array(
-                [REGISTRY["accuracy"](t, e) for t, e in zip(s_texts, s_examples, strict=True)]
-            )
-            bonus, applied = temporal_bonus(
-                acc.reshape(b, g),
-                s_acc.reshape(b, g // 2),
-                alpha=cfg.temporal_alpha,
-                mu=cfg.temporal_mu,
-            )
-            total = total + np.asarray(bonus)
-            figures["shuffled_accuracy"] = float(s_acc.mean())
-            figures["temporal_bonus_applied"] = float(np.mean(applied))
+            total, errors = total + bonus, errors + err
+            figures.update(figs)
         keep = (
             np.asarray(dynamic_sampling_mask(total)) if cfg.dynamic_sampling else np.ones(b, bool)
         )
-        figures["groups_dropped"] = float(1 - keep.mean())
-        figures["reward"] = float(total.mean())
         adv = np.asarray(group_advantages(total, scale=cfg.advantage_scale, eps=cfg.adv_eps))
-        mask = np.asarray(out.mask, np.float32) * np.repeat(keep, g)[:, None]
-        figures["response_tokens"] = float(np.asarray(out.lengths).mean())
-        if not keep.any():
-            return {"figures": figures, "dropped": True}
-        return {
-            "prompts": prompts,
-            "layout": prompt_layout(prompts, self.model),
-            "tokens": jnp.asarray(out.tokens),
-            "mask": jnp.asarray(mask),
-            "advantages": jnp.asarray(adv.reshape(-1), jnp.float32),
-            "figures": figures,
-            "dropped": False,
-            "kept_groups": int(keep.sum()),
+        figures.update(
+            reward=float(total.mean()),
+            groups_dropped=float(1 - keep.mean()),
+            response_tokens=float(lengths.mean()),
+        )
+        mask = (np.arange(tokens.shape[1])[None] < lengths[:, None]).astype(np.float32)
+        return Rollout(
+            prompts=host,
+            tokens=tokens,
+            mask=mask * np.repeat(keep, g)[:, None],
+            rewards=total,
+            advantages=adv.reshape(-1).astype(np.float32),
+            kept=int(keep.sum()),
+            errors=errors,
+            figures=figures,
+        )
+
+    def _temporal_bonus(self, policy, host, row_items, has_video, examples, scores, rng):
+        """T-GRPO: G/2 completions per prompt on shuffled frames and Video-R1's bonus `[B, G]`
+        (0 or alpha), gated per prompt as Video-R1 does: image and text prompts get none."""
+        cfg, g = self.cfg, self.cfg.group_size
+        b = host["input_ids"].shape[0]
+        seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
+        first = hosts.host_offset(b)  # global row ids: the shuffle does not depend on the hosts
+        rngs = [np.random.default_rng([seed, first + i]) for i in range(b)]
+        shuffled = dict(host)
+        shuffled["visual_pixels"] = shuffle_video_frames(host["visual_pixels"], row_items, rngs)
+        prompts = hosts.global_rows(shuffled, policy.mesh)
+        _, _, s_texts = self.sample(policy, prompts, jax.random.fold_in(rng, 1), g // 2)
+        s_examples = [e for e in examples[::g] for _ in range(g // 2)]
+        s_correct, errors = self.scorer.correct(s_texts, s_examples)
+        bonus, applied = temporal_bonus(
+            scores.correct,
+            s_correct.reshape(b, g // 2),
+            alpha=cfg.temporal_alpha,
+            mu=cfg.temporal_mu,
+        )
+        applied = np.asarray(applied) & has_video
+        shuffled = s_correct.reshape(b, g // 2)[has_video]
+        figures = {  # over this host's video prompts (NaN when it has none)
+            "shuffled_accuracy": float(shuffled.mean()) if has_video.any() else float("nan"),
+            "temporal_bonus_applied": float(applied[has_video].mean())
+            if has_video.any()
+            else float("nan"),
         }
+        return np.asarray(bonus) * has_video[:, None], figures, errors
 
     # ------------------------------------------------------------------ update
-    def temperature(self) -> float:
-        return self.cfg.temperature or 1.0  # greedy rollouts: logp under the plain softmax
+    def update(
+        self, state: TrainState, rollouts: list[Rollout], reference: Policy | None
+    ) -> tuple[TrainState, dict[str, float]]:
+        """`num_iterations` optimizer steps over the step's rollouts (this host's rows).
 
-    def update(self, state: TrainState, chunks: list[dict], ref_params) -> tuple[TrainState, dict]:
-        """`num_iterations` optimizer steps over all chunks: gradients are summed over chunks,
-        each normalised by the global token / sequence counts, so chunking changes nothing."""
-        kw = dict(model=self.model, group=self.cfg.group_size, temperature=self.temperature())
+        Gradients are summed over the pieces (rollout batches, split into `micro_batches`), each
+        normalised by the global token / sequence counts (all pieces, all hosts), so the pieces
+        change nothing; `bnpo` averages each piece's token mean over the pieces.
+        """
+        g = self.cfg.group_size
+        pieces = [p for r in rollouts for p in r.split(self.micro_batches, g)]
+        counts = hosts.all_hosts_sum(
+            [
+                sum(float(p.mask.sum()) for p in pieces),
+                sum(int((p.mask.sum(1) > 0).sum()) for p in pieces),
+            ]
+        )
         norms = {
-            "num_global_tokens": jnp.float32(sum(float(c["mask"].sum()) for c in chunks)),
-            "num_global_sequences": jnp.float32(
-                sum(float((c["mask"].sum(1) > 0).sum()) for c in chunks)
-            ),
+            "num_global_tokens": jnp.float32(counts[0]),
+            "num_global_sequences": jnp.float32(counts[1]),
+            "num_chunks": len(pieces),
         }
+        mesh = self.policy.mesh
         device = []
-        for c in chunks:
-            d = {
-                "prompts": {k: jnp.asarray(v) for k, v in c["prompts"].items()},
-                "layout": jax.tree.map(jnp.asarray, c["layout"]),
-                "tokens": c["tokens"],
-                "mask": c["mask"],
-                "advantages": c["advantages"],
-            }
-            args = (d["prompts"], d["layout"], d["tokens"])
+        for p in pieces:
+            d = hosts.global_rows(
+                {"tokens": p.tokens, "mask": p.mask, "advantages": p.advantages}, mesh
+            )
+            d["prompts"] = hosts.global_rows(p.prompts, mesh)
             if self.cfg.num_iterations > 1:
-                d["old_logp"] = policy_logp(state.params, *args, **kw)
+                d["old_logp"] = self.logp_fn(self.policy.with_params(state.params), d)
             if self.cfg.beta > 0:
-                d["ref_logp"] = policy_logp(ref_params, *args, **kw)
+                d["ref_logp"] = self.logp_fn(reference, d)
             device.append(d)
-        if "grad" not in self._grad:
-            fn = functools.partial(chunk_loss, **kw, loss_cfg=self.loss_cfg)
-            self._grad["grad"] = jax.jit(jax.value_and_grad(fn, has_aux=True))
-            self._grad["add"] = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
-            self._grad["apply"] = jax.jit(self._apply_gradients)
-        grad_fn = self._grad["grad"]
         figures = {}
         for _ in range(self.cfg.num_iterations):
             grads, loss, sums = None, 0.0, {}
             for d in device:
-                (l, m), g = grad_fn(state.params, d, norms)
-                grads = g if grads is None else self._grad["add"](grads, g)
-                loss += float(l)
-                for k, v in m.items():
+                (piece_loss, metrics), piece_grads = self.grad_fn(state.params, d, norms)
+                grads = piece_grads if grads is None else self.add_fn(grads, piece_grads)
+                loss += float(piece_loss)
+                for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-            state, grad_norm = self._grad["apply"](state, grads)
-            figures = {"loss": loss, "grad_norm": float(grad_norm), **finalize_metrics(sums)}
+            state, opt = self.apply_fn(state, grads, jnp.float32(loss))
+            figures = {"loss": loss, **finalize_metrics(sums)}
+            figures.update({k: float(v) for k, v in opt.items()})
+            if figures["skipped"]:
+                break
         return state, figures
 
-    def _apply_gradients(self, state: TrainState, grads) -> tuple[TrainState, jax.Array]:
-        """One optimizer step and the gradients' global norm, as one jitted program.
 
-        (Op-by-op eager updates on sharded arrays dispatch many small collective programs; on
-        XLA's CPU client with several devices they deadlocked in a test, waiting in an
-        all-reduce that one device thread never reached.)
-        """
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), (
-            optax.tree.norm(grads)
-        )
+def _completion_logp(policy: Policy, piece: dict, *, group: int, temperature: float):
+    """`[R, N]` log-probs of a piece's completions under `policy` (old or reference pass)."""
+    stats = policy.completion_stats(
+        piece["prompts"], piece["tokens"], group=group, temperature=temperature
+    )
+    return stats["logp"]
+
+
+def _piece_loss(params, piece, norms, *, policy, group, temperature, loss_cfg):
+    """The GRPO loss of one update piece, normalised by the global counts in `norms`."""
+    stats = policy.with_params(params).completion_stats(
+        piece["prompts"], piece["tokens"], group=group, temperature=temperature
+    )
+    loss, metrics = grpo_loss(
+        stats["logp"],
+        piece.get("old_logp"),
+        piece.get("ref_logp"),
+        piece["advantages"],
+        piece["mask"],
+        **loss_cfg,
+        **norms,
+    )
+    metrics["entropy_sum"] = jax.lax.stop_gradient(jnp.sum(stats["entropy"] * piece["mask"]))
+    return loss, metrics

@@ -1,8 +1,14 @@
 """The GRPO stage: `python -m vlmm_jax.main --config=configs/grpo_*.py --workdir=DIR`.
 
 Reuses the SFT run's machinery (mesh, sharded state, LoRA, checkpoints, metrics) and adds
-rollouts. Resumes from the latest checkpoint (state and prompt-iterator position); a finished
-stage is skipped.
+rollouts. Resumes from the latest checkpoint (state and prompt-iterator position) with the same
+KL reference as the uninterrupted run: the initial policy (a LoRA run's frozen base; otherwise
+the starting weights, rebuilt from `init_from` or the seed). A finished stage is skipped.
+
+On several hosts every host reads its own prompts (`data.pipeline` shards them in blocks of the
+per-host batch, so a step's global batch is the same for any host count), decodes their videos,
+scores their completions and computes their advantages; the sampler and the update run as one
+program over the global, batch-sharded arrays.
 """
 
 from __future__ import annotations
@@ -16,15 +22,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vlmm_jax import hosts
 from vlmm_jax.data.pipeline import BatchOptions, make_pipeline
-from vlmm_jax.eval.runner import evaluate
-from vlmm_jax.inference.sampling import Greedy
+from vlmm_jax.data.synthetic_data import SyntheticSample
+from vlmm_jax.eval.runner import evaluate, greedy_generate
+from vlmm_jax.policy import Policy
 from vlmm_jax.results import write_stage_results
 from vlmm_jax.training.checkpoint import Checkpointer
-from vlmm_jax.training.grpo import GRPO, prompt_inputs
-from vlmm_jax.training.lora import base_params
+from vlmm_jax.training.grpo import GRPO
 from vlmm_jax.training.metrics import MetricWriter
-from vlmm_jax.training.synthetic_data import SyntheticSample
 from vlmm_jax.training.trainer import (
     SFTRun,
     _finished_stage,
@@ -35,7 +41,11 @@ from vlmm_jax.training.trainer import (
 
 
 def prompt_batches(run: SFTRun, split: str, batch_size: int, *, train: bool):
-    """RL-mode (left-padded prompt) batches of the run's dataset."""
+    """RL-mode batches (left-padded prompts, rows layout) of the run's data.
+
+    Args:
+      batch_size: prompts per global batch; in training each host gets its share of each.
+    """
     if run.data is None:
         raise ValueError(
             "GRPO needs a dataset with prompts and answers (data.source=synthetic or annotations)"
@@ -45,41 +55,49 @@ def prompt_batches(run: SFTRun, split: str, batch_size: int, *, train: bool):
         decode = {"sample_fn": SyntheticSample(run.data.tokenizer, run.model_config, mode="rl")}
     else:  # annotations: the default SampleBuilder decodes the videos
         decode = run.data.pipeline_kwargs()
+    # Training: each host reads its block of every global batch. Evaluation: every host reads
+    # the whole (small) split and builds the same global batches (`greedy_generate`).
+    local = hosts.host_batch_size(batch_size) if train else batch_size
+    shards = {} if train else {"shard_index": 0, "shard_count": 1}
     return make_pipeline(
         run.data.split(split),
         run.data.tokenizer,
         run.model_config,
-        BatchOptions(batch_size=batch_size, max_length=d.max_length, visual_layout="flat"),
+        BatchOptions(batch_size=local, max_length=d.max_length, visual_layout="rows"),
         mode="rl",
         **decode,
         seed=d.seed,
         shuffle=train,
         num_epochs=None if train else 1,
+        host_block=local if train else None,
         drop_remainder=train,
+        **shards,
+        worker_count=d.num_workers,
     )
 
 
-def greedy_generate(grpo: GRPO, params):
-    """`batch -> (completions, lengths)` with greedy decoding (for evaluation)."""
-    tok = grpo.tok
-
-    def generate(batch):
-        out = grpo.sampler(params, prompt_inputs(batch), method=Greedy())
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        return [tok.decode(t[:n]) for t, n in zip(tokens, lengths, strict=True)], lengths.tolist()
-
-    return generate
-
-
-def evaluate_split(run: SFTRun, grpo: GRPO, params, split: str, limit: int):
+def evaluate_split(run: SFTRun, grpo: GRPO, policy: Policy, split: str, limit: int):
+    """Greedy accuracy of `policy` on the first `limit` examples of `split` (all hosts)."""
     batches = prompt_batches(run, split, run.config.grpo.eval_batch_size, train=False)
-    return evaluate(greedy_generate(grpo, params), batches, limit=limit)
+    generate = greedy_generate(grpo.sampler, policy, grpo.tok.decode)
+    return evaluate(generate, batches, limit=limit)
+
+
+def reference_params(run: SFTRun, state):
+    """The KL reference's own weights: None for LoRA (the frozen base is the reference) or when
+    `grpo.beta == 0`; else the run's initial weights: a copy of the fresh state's, or rebuilt
+    (`init_from` or the seeded init) on a resume, so a restart measures KL as before."""
+    if run.config.grpo.beta <= 0 or run.lora:
+        return None
+    if int(state.step) == 0:
+        return jax.jit(lambda p: jax.tree.map(jnp.copy, p))(state.params)
+    return run.initial_params()
 
 
 def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs (or resumes, or skips if finished) a GRPO stage; returns the stage's figures."""
     run = SFTRun(config, workdir)
-    g, ck = config.grpo, config.checkpoint
+    g, ck, train = config.grpo, config.checkpoint, config.train
     ckpt = Checkpointer(
         os.path.join(workdir, "checkpoints", config.stage),
         keep_last=ck.keep_last,
@@ -87,11 +105,18 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     latest = ckpt.latest_step()
     done = _finished_stage(workdir, config.stage)
-    if latest == config.train.steps and done is not None:
+    if latest == train.steps and done is not None:
         ckpt.close()
         print(f"{config.stage}: already complete in {workdir}, skipping")
         return done
-    grpo = GRPO(run.model, run.tx, run.data.tokenizer, g, mesh=run.mesh, rules=run.rules)
+    grpo = GRPO(
+        run.policy,
+        run.tx,
+        run.data.tokenizer,
+        g,
+        state_shardings=run.state_shardings()[1],
+        micro_batches=config.data.micro_batches,
+    )
     prompts = iter(prompt_batches(run, "train", g.prompts_per_step, train=True))
     if latest is not None:
         abstract, shardings = run.state_shardings()
@@ -99,31 +124,38 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _set_iterator_state(prompts, data_state)
     else:
         state = run.init_state()
-    # The reference policy: the base without adapters (LoRA: no copy), else the initial weights.
-    ref = None
-    if g.beta > 0:
-        ref = base_params(state.params) if run.lora else jax.tree.map(jnp.copy, state.params)
-    writer = MetricWriter(workdir, config.stage, config.train.steps, initial_step=int(state.step))
+    policy = run.policy.with_params(state.params, reference_params(run, state))
+    writer = MetricWriter(workdir, config.stage, train.steps, initial_step=int(state.step))
     rng = jax.random.PRNGKey(config.seed + 1)
+    nan_streak = 0
     try:
-        for step in range(int(state.step) + 1, config.train.steps + 1):
+        for step in range(int(state.step) + 1, train.steps + 1):
             start = time.perf_counter()
-            chunks, figures, kept, tries = [], [], 0, 0
+            rollouts, kept, tries = [], 0, 0
             while kept < g.prompts_per_step and tries < g.max_rollout_batches:
-                key = jax.random.fold_in(jax.random.fold_in(rng, step), tries)
-                chunk = grpo.rollout(state.params, next(prompts), key)
-                figures.append(chunk["figures"])
+                key_t = jax.random.fold_in(jax.random.fold_in(rng, step), tries)
+                r = grpo.rollout(policy, next(prompts), key_t)
                 tries += 1
-                if not chunk["dropped"]:
-                    chunks.append(chunk)
-                    kept += chunk["kept_groups"]
+                r_kept = int(hosts.all_hosts_sum([r.kept])[0])  # the same on every host
+                kept += r_kept
+                rollouts.append((r, r_kept))
             rollout_s = time.perf_counter() - start
-            row = {k: float(np.mean([f[k] for f in figures if k in f])) for k in figures[0]}
-            if chunks:
-                state, update = grpo.update(state, chunks, ref)
+            figures = [r.figures for r, _ in rollouts]
+            keys = sorted({k for f in figures for k in f})
+            row = hosts.all_hosts_mean(
+                {k: hosts.nanmean([f.get(k, np.nan) for f in figures]) for k in keys}
+            )
+            row["reward_errors"] = float(
+                hosts.all_hosts_sum([sum(r.errors for r, _ in rollouts)])[0]
+            )
+            if kept:
+                learn = [r for r, k in rollouts if k]  # some host kept a group of it
+                reference = policy.reference() if g.beta > 0 else None  # (LoRA: the base of
+                state, update = grpo.update(state, learn, reference)  # this state, not donated)
                 row.update(update)
             else:  # every group had equal rewards: nothing to learn from this step
                 state = state.replace(step=state.step + 1)
+            policy = policy.with_params(state.params, policy.reference_params)
             row.update(
                 rollout_s=rollout_s,
                 update_s=time.perf_counter() - start - rollout_s,
@@ -137,20 +169,26 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 show=("reward", "accuracy"),
             )
             writer.write(step, row)
+            nan_streak = nan_streak + 1 if row.get("skipped") else 0
+            if nan_streak >= train.max_consecutive_nan:
+                raise FloatingPointError(
+                    f"step {step}: {nan_streak} consecutive non-finite losses or gradients; "
+                    f"stopping (train.max_consecutive_nan={train.max_consecutive_nan})"
+                )
             if g.eval_every and step % g.eval_every == 0:
-                _, summary = evaluate_split(run, grpo, state.params, "validation", g.eval_examples)
+                _, summary = evaluate_split(run, grpo, policy, "validation", g.eval_examples)
                 writer.write(step, {"accuracy": summary["accuracy"]}, prefix="eval")
-            if step % ck.every == 0 or step == config.train.steps:
+            if step % ck.every == 0 or step == train.steps:
                 ckpt.save(step, state, _iterator_state(prompts))
         ckpt.wait()
     finally:
         writer.close()
-    records, summary = evaluate_split(run, grpo, state.params, "validation", g.eval_examples)
-    figures = {"steps": config.train.steps, "validation": summary}
+    records, summary = evaluate_split(run, grpo, policy, "validation", g.eval_examples)
+    figures = {"steps": train.steps, "validation": summary}
     if jax.process_index() == 0:
         write_stage_results(workdir, config.stage, figures)
     if config.get("export_hf_dir"):
-        export_hf(run, state.params, config.export_hf_dir)
+        export_hf(run, policy, config.export_hf_dir)
     ckpt.close()
     print(json.dumps({config.stage: figures}, indent=2, default=str))
     return figures

@@ -1,12 +1,8 @@
-"""Policy log-probabilities of sampled completions: the shared-prefix path and the naive one.
+"""Rollout helpers: the naive log-prob reference and T-GRPO's frame shuffles.
 
-Shared prefix (what GRPO trains with): each prompt (video included) is prefilled once, its KV
-cache is repeated for the G completions of its group, and the completions run as one cached
-chunk that attends to it. Gradients flow back through the repeat into the single prompt pass,
-so the vision tower and the prompt's decoder layers run once per group instead of G times.
-
-Naive (the reference): every prompt is repeated G times and each prompt + completion sequence
-runs through the whole model.
+The shared-prefix pass GRPO trains with is `Policy.completion_stats`; `naive_logp` is the
+reference it is checked against: every prompt is repeated G times and each prompt + completion
+sequence runs through the whole model.
 
 Shapes: B prompts, G completions per prompt, R = B * G rows (prompt-major), T prompt length,
 N completion length, V vocab.
@@ -14,68 +10,20 @@ N completion length, V vocab.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlmm_jax.inference.sampler import VISION_KEYS, fan_out, repeat_prompts
-from vlmm_jax.models import Qwen2_5_VL, init_cache
+from vlmm_jax.inference.sampler import VISION_KEYS, repeat_prompts
+from vlmm_jax.models import Qwen2_5_VL
 
 
-def _token_logp(logits, tokens, temperature, with_entropy=False):
-    """log softmax(logits / temperature) at `tokens`: `[R, N, V]`, `[R, N]` -> `[R, N]`.
-
-    With `with_entropy`, also the entropy `[R, N]` of each position's distribution.
-    """
+def _token_logp(logits, tokens, temperature):
+    """log softmax(logits / temperature) at `tokens`: `[R, N, V]`, `[R, N]` -> `[R, N]`."""
     logp_all = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)
-    logp = jnp.take_along_axis(logp_all, tokens[..., None], -1)[..., 0]
-    if not with_entropy:
-        return logp
-    return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, -1)
-
-
-def shared_prefix_logp(
-    params,
-    model: Qwen2_5_VL,
-    prompts: dict,
-    layout,
-    completions,
-    group: int,
-    temperature=1.0,
-    with_entropy=False,
-):
-    """`[R, N]` log-probs of `completions [R, N]` with one prompt pass per group.
-
-    With `with_entropy`, returns `(logp, entropy)`, both `[R, N]`.
-
-    Args:
-      prompts: device inputs of the B left-padded prompts (`input_ids`, `attention_mask`, the
-        flat vision arrays); `layout` their vision layout.
-      group: G, completions per prompt.
-    """
-    ids = prompts["input_ids"]
-    b, t = ids.shape
-    n = completions.shape[1]
-    vision = {k: prompts[k] for k in VISION_KEYS if prompts.get(k) is not None}
-    cache = init_cache(model.config, b, t + n, jnp.dtype(model.config.dtype))
-    out = model.apply(
-        {"params": params},
-        ids,
-        prompts["attention_mask"],
-        cache=cache,
-        vision_layout=layout,
-        return_logits=False,
-        **vision,
-    )
-    last = model.apply({"params": params}, out.hidden_states[:, -1:], method=Qwen2_5_VL.logits)
-    cont = model.apply(
-        {"params": params},
-        completions,
-        cache=fan_out(out.cache, group),
-        rope_deltas=jnp.repeat(out.rope_deltas, group, axis=0),
-    )
-    logits = jnp.concatenate([jnp.repeat(last, group, axis=0), cont.logits[:, :-1]], axis=1)
-    return _token_logp(logits, completions, temperature, with_entropy)
+    return jnp.take_along_axis(logp_all, tokens[..., None], -1)[..., 0]
 
 
 def naive_logp(params, model: Qwen2_5_VL, prompts: dict, completions, group: int, temperature=1.0):
@@ -113,3 +61,20 @@ def shuffle_video_patches(pixels: np.ndarray, grids: np.ndarray, rng: np.random.
         out.append(block[rng.permutation(t)].reshape(t * h * w, -1))
         start += t * h * w
     return np.concatenate(out)
+
+
+def shuffle_video_frames(
+    pixels: np.ndarray, row_items: Sequence[Sequence[tuple]], rngs: Sequence[np.random.Generator]
+) -> np.ndarray:
+    """T-GRPO's shuffled frames in the rows layout: within every video item of every row of
+    `pixels [B, P, C]`, the `t` temporal slices of `h * w` patch rows are permuted (frame order
+    destroyed, every frame kept); images and padding stay. `row_items` as `collate_rows` gives
+    them, one generator per row (so a row's shuffle does not depend on the batch it is in)."""
+    out = np.array(pixels)
+    for b, (items, rng) in enumerate(zip(row_items, rngs, strict=True)):
+        for kind, start, (t, h, w) in items:
+            if kind != "video":
+                continue
+            block = pixels[b, start : start + t * h * w].reshape(t, h * w, -1)
+            out[b, start : start + t * h * w] = block[rng.permutation(t)].reshape(t * h * w, -1)
+    return out

@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vlmm_jax.models import Qwen2_5_VL
-from vlmm_jax.training.lora import effective_params
-from vlmm_jax.training.state import TrainState
+from vlmm_jax.policy import Policy
+from vlmm_jax.training.state import TrainState, apply_gradients
 
 
 def target_weights(batch, *, train_on_prompt: bool = False, visual_token_ids=()) -> jax.Array:
@@ -37,40 +36,30 @@ def target_weights(batch, *, train_on_prompt: bool = False, visual_token_ids=())
     return (same_sample & keep).astype(jnp.float32)
 
 
-def cross_entropy_sums(logits, targets, weights):
-    """Sums of weighted CE and correct argmax over `[B, T, V]` logits; returns (ce, correct)."""
-    logits = logits.astype(jnp.float32)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    ce = jnp.sum((lse - target_logit) * weights)
-    correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
-    return ce, correct
-
-
-def micro_batch_sums(params, batch, *, model: Qwen2_5_VL, train_on_prompt: bool):
+def micro_batch_sums(params, batch, *, policy: Policy, train_on_prompt: bool):
     """Forward one micro-batch; returns (ce_sum, {tokens, correct}).
 
-    With LoRA adapters in `params` (a `"lora"` entry) the model runs on the base plus the
-    adapters, and only the adapters get gradients.
+    The policy runs on `params` as trained (with LoRA adapters, only they get gradients) and
+    computes the targets' log-probs with its chunked LM head (`Policy.token_stats`).
     """
-    if "lora" in params:
-        params = effective_params(params)
-    out = model.apply(
-        {"params": params},
+    live = policy.with_params(params)
+    out = live.apply(
         batch["input_ids"],
         segment_ids=batch["segment_ids"],
         position_ids=batch["position_ids"],
         visual_pixels=batch.get("visual_pixels"),
         vision_layout=batch.get("vision_layout"),
+        return_logits=False,
     )
-    c = model.config
+    c = policy.config
     w = target_weights(
         batch,
         train_on_prompt=train_on_prompt,
         visual_token_ids=(c.image_token_id, c.video_token_id),
     )
-    ce, correct = cross_entropy_sums(out.logits[:, :-1], batch["input_ids"][:, 1:], w)
-    return ce, {"tokens": jnp.sum(w), "correct": correct}
+    stats = live.token_stats(out.hidden_states[:, :-1], batch["input_ids"][:, 1:])
+    ce = -jnp.sum(stats["logp"] * w)
+    return ce, {"tokens": jnp.sum(w), "correct": jnp.sum(stats["correct"] * w)}
 
 
 def _micro(batch, i):
@@ -81,7 +70,7 @@ def train_step(
     state: TrainState,
     batch: dict,
     *,
-    model: Qwen2_5_VL,
+    policy: Policy,
     tx: optax.GradientTransformation,
     train_on_prompt: bool = False,
 ) -> tuple[TrainState, dict]:
@@ -91,7 +80,7 @@ def train_step(
     step counter) and reports `skipped = 1`; the host loop stops after too many in a row.
     Metrics are sums plus denominators (normalised on the host).
     """
-    sums = functools.partial(micro_batch_sums, model=model, train_on_prompt=train_on_prompt)
+    sums = functools.partial(micro_batch_sums, policy=policy, train_on_prompt=train_on_prompt)
     grad_fn = jax.value_and_grad(sums, has_aux=True)
 
     def body(carry, i):
@@ -107,33 +96,13 @@ def train_step(
     )
     denom = jnp.maximum(tokens, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
-    loss = ce / denom
-    grad_norm = optax.tree.norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
-        rng=jax.random.fold_in(state.rng, state.step),
-    )
-    metrics = {
-        "loss_sum": ce,
-        "tokens": tokens,
-        "correct": correct,
-        "grad_norm": grad_norm,
-        "update_norm": optax.tree.norm(updates),
-        "param_norm": optax.tree.norm(new_state.params),
-        "skipped": 1 - ok.astype(jnp.int32),
-    }
-    return new_state, metrics
+    new_state, step_metrics = apply_gradients(state, grads, ce / denom, tx=tx)
+    return new_state, {"loss_sum": ce, "tokens": tokens, "correct": correct, **step_metrics}
 
 
-def eval_step(params, batch, *, model: Qwen2_5_VL, train_on_prompt: bool = False) -> dict:
+def eval_step(params, batch, *, policy: Policy, train_on_prompt: bool = False) -> dict:
     """Loss and token-accuracy sums over the M micro-batches of an eval batch."""
-    sums = functools.partial(micro_batch_sums, model=model, train_on_prompt=train_on_prompt)
+    sums = functools.partial(micro_batch_sums, policy=policy, train_on_prompt=train_on_prompt)
 
     def body(carry, i):
         ce, aux = sums(params, _micro(batch, i))

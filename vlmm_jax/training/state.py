@@ -1,11 +1,10 @@
-"""Train state, created directly sharded: `eval_shape` -> logical specs -> `jit(out_shardings)`.
+"""Train state, created directly sharded (`jit(out_shardings)` from parameters already on their
+shardings), and the guarded optimizer step every trainer applies.
 
 No full unsharded copy of the parameters ever exists on one device.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -14,7 +13,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vlmm_jax.training.mesh import logical_shardings
+from vlmm_jax.mesh import logical_shardings
 
 
 @struct.dataclass
@@ -60,36 +59,6 @@ def state_shardings(abstract_boxed_params, tx, mesh: Mesh, rules) -> TrainState:
     )
 
 
-def create_train_state(
-    init_params: Callable[[jax.Array], dict],
-    abstract_boxed_params,
-    tx: optax.GradientTransformation,
-    mesh: Mesh,
-    rules,
-    rng: jax.Array,
-) -> tuple[TrainState, TrainState]:
-    """Initialises params and optimizer state straight onto their shardings.
-
-    Args:
-      init_params: `key -> params` (unboxed); traced under jit, never materialised unsharded.
-      abstract_boxed_params: `jax.eval_shape` of the boxed init (carries logical axis names).
-    Returns:
-      (state, shardings) where `shardings` is a TrainState of `NamedSharding`s.
-    """
-    shardings = state_shardings(abstract_boxed_params, tx, mesh, rules)
-
-    def init(key):
-        init_key, state_key = jax.random.split(key)
-        params = init_params(init_key)
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=state_key
-        )
-
-    with jax.set_mesh(mesh):
-        state = jax.jit(init, out_shardings=shardings)(rng)
-    return state, shardings
-
-
 def state_from_params(params, tx, shardings: TrainState, rng: jax.Array) -> TrainState:
     """A fresh train state around existing (e.g. loaded, already sharded) parameters."""
     init = jax.jit(
@@ -99,3 +68,32 @@ def state_from_params(params, tx, shardings: TrainState, rng: jax.Array) -> Trai
         out_shardings=shardings,
     )
     return init(params, rng)
+
+
+def apply_gradients(
+    state: TrainState, grads, loss: jax.Array, *, tx: optax.GradientTransformation
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step, guarded: a non-finite `loss` or gradient norm leaves the parameters
+    and optimizer state unchanged (the step counter still advances) and reports `skipped = 1`,
+    so one bad batch cannot corrupt a run; loops stop after too many in a row.
+
+    Returns (state, metrics): `grad_norm`, `update_norm`, `param_norm`, `skipped`.
+    """
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        rng=jax.random.fold_in(state.rng, state.step),
+    )
+    metrics = {
+        "grad_norm": grad_norm,
+        "update_norm": optax.tree.norm(updates),
+        "param_norm": optax.tree.norm(new_state.params),
+        "skipped": 1 - ok.astype(jnp.int32),
+    }
+    return new_state, metrics

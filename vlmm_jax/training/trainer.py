@@ -11,29 +11,23 @@ import functools
 import json
 import os
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from vlmm_jax.config_dicts import build_model_config
-from vlmm_jax.models import Qwen2_5_VL, abstract_params, init_params, load_params, save_pretrained
+from vlmm_jax.mesh import replicated
+from vlmm_jax.models import save_pretrained
+from vlmm_jax.models.lora import TRAIN_ONLY
+from vlmm_jax.policy import Policy
 from vlmm_jax.results import write_stage_results
-from vlmm_jax.training import annotation_data, synthetic_data
+from vlmm_jax.session import Session
 from vlmm_jax.training.batches import batch_shardings, shard_batch
 from vlmm_jax.training.checkpoint import Checkpointer
 from vlmm_jax.training.data_sources import make_dataset
-from vlmm_jax.training.lora import TRAIN_ONLY, abstract_with_lora, add_lora, base_params, merge
-from vlmm_jax.training.mesh import (
-    make_mesh,
-    maybe_initialize_distributed,
-    replicated,
-    rules_from_config,
-)
 from vlmm_jax.training.metrics import MetricWriter, normalize
 from vlmm_jax.training.optimizer import make_optimizer
 from vlmm_jax.training.sft import eval_step, train_step
-from vlmm_jax.training.state import TrainState, create_train_state, state_from_params
+from vlmm_jax.training.state import TrainState, state_from_params, state_shardings
 
 
 def _iterator_state(it) -> dict:
@@ -48,83 +42,39 @@ def _set_iterator_state(it, saved: dict):
     )
 
 
-class SFTRun:
-    """Everything a run needs, built once: mesh, model, optimizer, shardings, jitted steps."""
+class SFTRun(Session):
+    """A `Session` plus what training needs: the optimizer, state shardings, jitted steps."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-        maybe_initialize_distributed(config.get("multihost"))
-        self.config, self.workdir = config, workdir
-        self.mesh = make_mesh(dict(config.mesh))
-        self.rules = rules_from_config(config.logical_axis_rules)
-        self.model_config = build_model_config(config.model)
-        self.data = None  # the prepared dataset (and tokenizer), for sources that need one
-        if config.data.source == "synthetic":
-            self.data = synthetic_data.prepare(config, self.model_config, workdir)
-            self.model_config = self.data.model_config  # vocabulary and ids of its tokenizer
-        elif config.data.source == "annotations":
-            self.data = annotation_data.prepare(config, self.model_config, workdir)
-            self.model_config = self.data.model_config  # the checkpoint's, with its tokenizer's ids
-        self.model = Qwen2_5_VL(self.model_config)
-        self.abstract = abstract_params(self.model_config)
-        lora = config.get("lora")
-        self.lora = None  # add_lora's keyword arguments when LoRA is on
-        if lora is not None and lora.enabled:  # adapters under params["lora"], trained alone
-            self.lora = {"targets": lora.targets, "rank": lora.rank, "alpha": lora.alpha}
-            self.abstract = abstract_with_lora(self.abstract, **self.lora)
+        super().__init__(config, workdir)
         self.tx = make_optimizer(
             config.optimizer,
-            nn.meta.unbox(self.abstract),
+            self.abstract_params,
             train_only=TRAIN_ONLY if self.lora else None,
         )
         train = config.train
         self.step_fn = functools.partial(
-            train_step, model=self.model, tx=self.tx, train_on_prompt=train.train_on_prompt
+            train_step, policy=self.policy, tx=self.tx, train_on_prompt=train.train_on_prompt
         )
         self.eval_fn = functools.partial(
-            eval_step, model=self.model, train_on_prompt=train.train_on_prompt
+            eval_step, policy=self.policy, train_on_prompt=train.train_on_prompt
         )
         self._jitted = {}
 
     def init_state(self) -> TrainState:
-        key = jax.random.PRNGKey(self.config.seed)
-        if self.config.get("init_from"):
-            _, shardings = self.state_shardings()
-            params = load_params(
-                self.config.init_from,
-                self.model_config,
-                dtype=self.model_config.param_dtype,
-                shardings=base_params(shardings.params),
-            )
-            if self.lora:  # only the adapters come out of the jit: no copy of the base
-                lora_sh = shardings.params["lora"]
-                add = jax.jit(lambda p, k: self._add_lora(p, k)["lora"], out_shardings=lora_sh)
-                params = {**params, "lora": add(params, key)}
-            return state_from_params(params, self.tx, shardings, key)
-        with jax.set_mesh(self.mesh):
-            state, _ = create_train_state(
-                lambda k: self._add_lora(init_params(self.model, k), k),
-                self.abstract,
-                self.tx,
-                self.mesh,
-                self.rules,
-                key,
-            )
-        return state
-
-    def _add_lora(self, params, key):
-        if not self.lora:
-            return params
-        return add_lora(params, rng=jax.random.fold_in(key, 1), **self.lora)
+        """The fresh train state: `initial_params()` and a new optimizer state, sharded."""
+        _, shardings = self.state_shardings()
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 1)
+        return state_from_params(self.initial_params(), self.tx, shardings, rng)
 
     def state_shardings(self):
-        from vlmm_jax.training.state import state_shardings
-
+        """(abstract train state, its `NamedSharding`s)."""
         shardings = state_shardings(self.abstract, self.tx, self.mesh, self.rules)
         abstract = jax.eval_shape(
             lambda: TrainState(
                 step=np.int32(0),
-                params=nn.meta.unbox(self.abstract),
-                opt_state=self.tx.init(nn.meta.unbox(self.abstract)),
+                params=self.abstract_params,
+                opt_state=self.tx.init(self.abstract_params),
                 rng=jax.random.PRNGKey(0),
             )
         )
@@ -137,22 +87,20 @@ class SFTRun:
             b_sh = batch_shardings(batch, self.mesh)
             rep = replicated(self.mesh)
             if name == "train":
-                self._jitted[name] = jax.jit(
+                self._jitted[name] = self.policy.jit(
                     self.step_fn,
                     in_shardings=(shardings, b_sh),
                     out_shardings=(shardings, rep),
                     donate_argnums=(0,),
                 )
             else:
-                self._jitted[name] = jax.jit(
+                self._jitted[name] = self.policy.jit(
                     self.eval_fn, in_shardings=(shardings.params, b_sh), out_shardings=rep
                 )
         return self._jitted[name]
 
     def run_step(self, name, *args):
-        fn = self.jitted(name, args[-1])  # shardings are built outside: unbox must not constrain
-        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
-            return fn(*args)
+        return self.jitted(name, args[-1])(*args)
 
     def evaluate(self, params) -> dict[str, float]:
         it = iter(make_dataset(self.config, self.model_config, "validation", self.data))
@@ -235,16 +183,16 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if jax.process_index() == 0:
         write_stage_results(workdir, config.stage, figures)
     if config.get("export_hf_dir"):
-        export_hf(run, state.params, config.export_hf_dir)
+        export_hf(run, run.policy.with_params(state.params), config.export_hf_dir)
     ckpt.close()
     print(json.dumps({config.stage: figures}, indent=2))
     return figures
 
 
-def export_hf(run: SFTRun, params, path: str) -> None:
-    """A Hugging Face checkpoint of `params` (LoRA merged) with the run's tokenizer, so the
+def export_hf(run: Session, policy: Policy, path: str) -> None:
+    """A Hugging Face checkpoint of the policy (LoRA merged) with the run's tokenizer, so the
     folder alone starts the next stage or loads in transformers."""
-    params = jax.jit(merge)(params) if run.lora else params
+    params = policy.jit(Policy.merged)(policy) if policy.has_lora else policy.params
     save_pretrained(run.model, params, path, dtype=run.config.get("export_dtype") or None)
     if run.data is not None and jax.process_index() == 0:
         run.data.tokenizer.save(path)

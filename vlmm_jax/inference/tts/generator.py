@@ -20,10 +20,11 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
+from vlmm_jax import hosts
 from vlmm_jax.inference.beam_search import BeamSearch, LengthPenalty
 from vlmm_jax.inference.sampler import Sampler
 from vlmm_jax.inference.sampling import SamplingMethod, TopP
-from vlmm_jax.models import Qwen2_5_VL
+from vlmm_jax.policy import Policy
 
 Inputs = Mapping[str, Any]
 DEFAULT_METHOD = TopP(p=0.95, temperature=0.7)
@@ -128,22 +129,20 @@ def collate(prompts: Sequence[Inputs], *, pad_id: int = 0, multiple: int = 32) -
 
 
 class ModelGenerator:
-    """A `Generator` over a `Qwen2_5_VL` and its params.
+    """A `Generator` over a `Policy` (the model, its parameters, mesh and rules).
 
     Args:
-      model, params: the model (params may be sharded; pass `mesh`/`logical_axis_rules` through
-        `sampler_kwargs` to trace under the training mesh).
+      policy: what generates (LoRA adapters are folded in once per call).
       detokenize: `ids -> str` (EOS ids are dropped before it is called).
       max_new_tokens: the decode budget of every call.
       method: the sampling method of `sample` (default top-p 0.95 at temperature 0.7).
       eos_ids, stop_sequences: stop criteria (see `Sampler`).
-      sampler_kwargs: more `Sampler` arguments (pad_id, cache_dtype, mesh, logical_axis_rules).
+      sampler_kwargs: more `Sampler` arguments (pad_id, suppress_ids, cache_dtype).
     """
 
     def __init__(
         self,
-        model: Qwen2_5_VL,
-        params,
+        policy: Policy,
         detokenize: Callable[[Sequence[int]], str],
         *,
         max_new_tokens: int,
@@ -152,7 +151,8 @@ class ModelGenerator:
         stop_sequences: Sequence[Sequence[int]] = (),
         **sampler_kwargs,
     ):
-        self.model, self.params, self.detokenize = model, params, detokenize
+        self.policy, self.detokenize = policy, detokenize
+        model = policy.model
         self.method = method
         self.max_new_tokens = max_new_tokens
         self.sampler = Sampler(
@@ -172,9 +172,9 @@ class ModelGenerator:
         return Completion(self.detokenize(text_ids), tuple(ids), float(logprob))
 
     def sample(self, inputs: Inputs, n: int, rng: jax.Array) -> tuple[list[Completion], Spent]:
-        out = self.sampler(self.params, inputs, rng=rng, method=self.method, num_samples=n)
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        logps = np.asarray(out.raw_logprobs).sum(axis=1)
+        out = self.sampler(self.policy, inputs, rng=rng, method=self.method, num_samples=n)
+        tokens, lengths = hosts.all_rows(out.tokens), hosts.all_rows(out.lengths)
+        logps = hosts.all_rows(out.raw_logprobs).sum(axis=1)
         done = [
             self._completion(t, int(k), lp) for t, k, lp in zip(tokens, lengths, logps, strict=True)
         ]
@@ -188,7 +188,7 @@ class ModelGenerator:
         key = (width, alpha, penalty)
         if key not in self._beams:
             self._beams[key] = BeamSearch(
-                self.model,
+                self.policy.model,
                 width=width,
                 max_new_tokens=self.max_new_tokens,
                 alpha=alpha,
@@ -196,20 +196,22 @@ class ModelGenerator:
                 eos_ids=self.sampler.eos_ids or None,
                 **self._sampler_kwargs,
             )
-        out = self._beams[key](self.params, inputs)
-        tokens, lengths = np.asarray(out.tokens)[0], np.asarray(out.lengths)[0]
-        logps, scores = np.asarray(out.logprobs)[0], np.asarray(out.scores)[0]
+        out = self._beams[key](self.policy, inputs)
+        tokens, lengths = hosts.all_rows(out.tokens)[0], hosts.all_rows(out.lengths)[0]
+        logps, scores = hosts.all_rows(out.logprobs)[0], hosts.all_rows(out.scores)[0]
         beams = [
             self._completion(t, int(k), lp)
             for t, k, lp, s in zip(tokens, lengths, logps, scores, strict=True)
             if np.isfinite(s)
         ]
-        spent = Spent(width, int(out.steps) * width, frames_in(inputs, self._tps), 1)
+        spent = Spent(
+            width, int(hosts.all_rows(out.steps)) * width, frames_in(inputs, self._tps), 1
+        )
         return beams, spent
 
     def next_token_logprobs(self, prompts: Sequence[Inputs]) -> tuple[np.ndarray, Spent]:
         batch = collate(prompts, pad_id=self.sampler.pad_id)
-        logp = np.asarray(self.sampler.next_token_logprobs(self.params, batch))
+        logp = hosts.all_rows(self.sampler.next_token_logprobs(self.policy, batch))
         frames = sum(frames_in(p, self._tps) for p in prompts)
         return logp, Spent(frames=frames, prefills=len(prompts))
 

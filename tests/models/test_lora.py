@@ -12,8 +12,7 @@ import pytest
 from vlmm_jax.config_dicts import optimizer_defaults
 from vlmm_jax.models import Qwen2_5_VL, abstract_params, from_pretrained, save_pretrained
 from vlmm_jax.models.config import tiny
-from vlmm_jax.training.batches import pad_batch, random_sample
-from vlmm_jax.training.lora import (
+from vlmm_jax.models.lora import (
     TRAIN_ONLY,
     abstract_with_lora,
     add_lora,
@@ -21,6 +20,8 @@ from vlmm_jax.training.lora import (
     effective_params,
     merge,
 )
+from vlmm_jax.policy import Policy
+from vlmm_jax.training.batches import pad_batch, random_sample
 from vlmm_jax.training.optimizer import make_optimizer, path_str
 from vlmm_jax.training.sft import train_step
 from vlmm_jax.training.state import TrainState
@@ -117,7 +118,7 @@ def test_trains_only_adapters(params, batch):
     )
     tx = make_optimizer(opt, p, train_only=TRAIN_ONLY)
     state = TrainState(step=jnp.int32(0), params=p, opt_state=tx.init(p), rng=jax.random.key(0))
-    step = jax.jit(functools.partial(train_step, model=MODEL, tx=tx))
+    step = jax.jit(functools.partial(train_step, policy=Policy(model=MODEL), tx=tx))
     losses = []
     for _ in range(4):
         state, m = step(state, batch)

@@ -3,7 +3,7 @@
 import jax
 import pytest
 
-from vlmm_jax.training import mesh
+from vlmm_jax import mesh
 
 
 def test_mesh_shape_resolves_the_rest_and_rejects_misfits():

@@ -1,6 +1,6 @@
 """Annotation files as trainer input (`config.data.source = "annotations"`).
 
-The real-data counterpart of `training.synthetic_data`: `prepare(config, model_config, workdir)`
+The real-data counterpart of `data.synthetic_data`: `prepare(config, model_config, workdir)`
 reads the annotation file (Video-R1, Time-R1 / Charades-STA or MCQ, see `data.formats`), splits
 off a validation set, loads the tokenizer (by default the `init_from` checkpoint's
 `tokenizer.json`), and returns them with the model config the run must use:
