@@ -9,6 +9,9 @@ Sparsity: the grid's last axis walks the compacted list of non-empty kv blocks o
 (`masks.block_tables`, scalar-prefetched into SMEM). Past the list's count the index_map keeps
 returning the last valid block, so the pipeline issues no DMA, and `pl.when` skips the compute.
 The dk/dv kernel walks the transposed lists, and for GQA also the `G` query heads of a kv head.
+The walk's length is not the number of kv blocks but the smallest rung of `grid_rungs` that holds
+the longest list (a `lax.switch` over kernels compiled for each rung, as splash attention sizes
+its grid from the mask): a video's window mask with 3 live kv blocks of 64 walks 4, not 64.
 """
 
 from __future__ import annotations
@@ -71,7 +74,10 @@ class _Config:
 
 
 def _interpret_arg(interpret: bool):
-    return pltpu.InterpretParams() if interpret else False
+    # The generic interpreter (plain HLO): the TPU interpreter (`pltpu.InterpretParams`) models
+    # several devices with barriers across their threads, which deadlock under `shard_map` on a
+    # multi-device CPU mesh.
+    return bool(interpret)
 
 
 def _lanes(x, width):
@@ -105,6 +111,23 @@ def _mask(cfg: _Config, qi, kj, qseg_ref, kseg_ref, qpos_ref, kpos_ref):
     if cfg.kv_len % bk:
         add(k_idx < cfg.kv_len)
     return mask
+
+
+def grid_rungs(n: int) -> tuple[int, ...]:
+    """The lengths a walk over lists of up to `n` blocks may take: n, n/2, n/4, n/8 (rounded up)."""
+    return tuple(sorted({-(-n // 2**i) for i in range(4)}))
+
+
+def _walk(counts: jax.Array, n: int, call):
+    """`call(steps)` for the smallest rung `steps` >= the longest list (`counts` `[B, rows]`).
+
+    Exact for any mask: a list longer than a rung never takes it. Every rung is compiled; one
+    runs."""
+    rungs = grid_rungs(n)
+    if len(rungs) == 1:
+        return call(n)
+    index = jnp.sum(jnp.asarray(rungs, jnp.int32) < jnp.max(counts))
+    return lax.switch(index, [functools.partial(call, r) for r in rungs])
 
 
 # --------------------------------------------------------------------------------- forward
@@ -141,6 +164,10 @@ def _fwd_kernel(lists_ref, counts_ref, *refs, cfg: _Config, save_lse: bool, coun
         if visits_ref is not None:
             visits_ref[...] = jnp.zeros(visits_ref.shape, jnp.int32)
 
+    if visits_ref is not None:  # lanes 64+: grid steps walked
+        lane = lax.broadcasted_iota(jnp.int32, visits_ref.shape, 1)
+        visits_ref[...] += jnp.where(lane >= LANES // 2, 1, 0)
+
     @pl.when(j < counts_ref[b, i])
     def _compute():
         kj = lists_ref[b, i, j]
@@ -159,8 +186,8 @@ def _fwd_kernel(lists_ref, counts_ref, *refs, cfg: _Config, save_lse: bool, coun
         m_sc[...] = m_next
         pv = lax.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
         acc_sc[...] = acc_sc[...] * _lanes(alpha, head_dim) + pv
-        if visits_ref is not None:
-            visits_ref[...] += 1
+        if visits_ref is not None:  # lanes < 64: blocks computed
+            visits_ref[...] += jnp.where(lane < LANES // 2, 1, 0)
 
     @pl.when(j == pl.num_programs(3) - 1)
     def _finish():
@@ -211,10 +238,16 @@ def _qmajor_specs(cfg: _Config, h: int):
 def _fwd_call(q, k, v, side, tables, cfg: _Config, save_lse=True, count_visits=False):
     """q `[B, N, Tp, H]`, k/v `[B, K, Sp, H]` padded to the blocks; side = (qseg, kseg, qpos, kpos)
     lane/sublane-replicated. Returns o (and lse `[B, N, Tp, 128]`, visits)."""
+    nk = k.shape[2] // cfg.block_kv
+    call = functools.partial(_fwd_steps, q, k, v, side, tables, cfg, save_lse, count_visits)
+    return _walk(tables.q_counts, nk, call)
+
+
+def _fwd_steps(q, k, v, side, tables, cfg, save_lse, count_visits, steps):
+    """The forward with a grid walking `steps` entries of each q block's kv list."""
     b, n, tp, h = q.shape
-    sp = k.shape[2]
-    bq, bk = cfg.block_q, cfg.block_kv
-    nq, nk = tp // bq, sp // bk
+    bq = cfg.block_q
+    nq = tp // bq
     q_spec, kv_spec, stat_spec = _qmajor_specs(cfg, h)
     side_arrays, side_specs = _side_inputs(
         cfg,
@@ -232,7 +265,7 @@ def _fwd_call(q, k, v, side, tables, cfg: _Config, save_lse=True, count_visits=F
         out_specs.append(stat_spec)
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=2,
-        grid=(b, n, nq, nk),
+        grid=(b, n, nq, steps),
         in_specs=[q_spec, kv_spec, kv_spec, *side_specs],
         out_specs=out_specs,
         scratch_shapes=[
@@ -251,7 +284,7 @@ def _fwd_call(q, k, v, side, tables, cfg: _Config, save_lse=True, count_visits=F
         ),
         interpret=_interpret_arg(cfg.interpret),
         name="flash_fwd_tpu",
-    )(tables.q_lists, tables.q_counts, q, k, v, *side_arrays)
+    )(tables.q_lists[..., :steps], tables.q_counts, q, k, v, *side_arrays)
 
 
 # --------------------------------------------------------------------------------- backward
@@ -294,14 +327,14 @@ def _dq_kernel(lists_ref, counts_ref, *refs, cfg: _Config):
         dq_ref[...] = (dq_sc[...] * cfg.scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(lists_ref, counts_ref, *refs, cfg: _Config, nq: int):
+def _dkv_kernel(lists_ref, counts_ref, *refs, cfg: _Config, steps: int):
     refs = list(refs)
     q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref = refs[:6]
     del refs[:6]
     side = _unpack_side(cfg, refs)
     dk_ref, dv_ref, dk_sc, dv_sc = refs
     b, j, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
-    step = lax.rem(t, nq)  # lax.div/rem: jnp's floor semantics do not lower
+    step = lax.rem(t, steps)  # lax.div/rem: jnp's floor semantics do not lower
 
     @pl.when(t == 0)
     def _init():
@@ -327,16 +360,22 @@ def _dkv_kernel(lists_ref, counts_ref, *refs, cfg: _Config, nq: int):
 
 def _bwd_call(q, k, v, side, tables, o, lse, do, cfg: _Config):
     b, n, tp, h = q.shape
-    kh, sp = k.shape[1], k.shape[2]
-    bq, bk, g = cfg.block_q, cfg.block_kv, cfg.groups
-    nq, nk = tp // bq, sp // bk
+    nq, nk = tp // cfg.block_q, k.shape[2] // cfg.block_kv
     delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)
     delta = jnp.broadcast_to(delta[..., None], (b, n, tp, LANES))
-    params = pltpu.CompilerParams(
-        dimension_semantics=("parallel", "parallel", "parallel", "arbitrary")
-    )
+    args = (q, k, v, do, lse, delta, side, tables, cfg)
+    dq = _walk(tables.q_counts, nk, functools.partial(_dq_steps, *args))
+    dk, dv = _walk(tables.kv_counts, nq, functools.partial(_dkv_steps, *args))
+    return dq, dk, dv
 
-    # dq: same q-major walk as the forward.
+
+_BWD_PARAMS = dict(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary"))
+
+
+def _dq_steps(q, k, v, do, lse, delta, side, tables, cfg, steps):
+    """dq: the forward's q-major walk, `steps` entries of each q block's kv list."""
+    b, n, tp, h = q.shape
+    bq = cfg.block_q
     q_spec, kv_spec, stat_spec = _qmajor_specs(cfg, h)
     side_arrays, side_specs = _side_inputs(
         cfg,
@@ -344,24 +383,30 @@ def _bwd_call(q, k, v, side, tables, o, lse, do, cfg: _Config):
         q_index=lambda b, n, i, j, L, C: (b, i),
         kv_index=lambda b, n, i, j, L, C: (b, L[b, i, j]),
     )
-    dq = pl.pallas_call(
+    return pl.pallas_call(
         functools.partial(_dq_kernel, cfg=cfg),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=2,
-            grid=(b, n, nq, nk),
+            grid=(b, n, tp // bq, steps),
             in_specs=[q_spec, kv_spec, kv_spec, q_spec, stat_spec, stat_spec, *side_specs],
             out_specs=q_spec,
             scratch_shapes=[pltpu.VMEM((bq, h), jnp.float32)],
         ),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
-        compiler_params=params,
+        compiler_params=pltpu.CompilerParams(**_BWD_PARAMS),
         interpret=_interpret_arg(cfg.interpret),
         name="flash_dq_tpu",
-    )(tables.q_lists, tables.q_counts, q, k, v, do, lse, delta, *side_arrays)
+    )(tables.q_lists[..., :steps], tables.q_counts, q, k, v, do, lse, delta, *side_arrays)
 
-    # dk, dv: kv-major walk over (query head in the group, non-empty q block).
+
+def _dkv_steps(q, k, v, do, lse, delta, side, tables, cfg, steps):
+    """dk, dv: kv-major walk over (query head in the group, `steps` entries of the q list)."""
+    b, _, _, h = q.shape
+    kh, sp = k.shape[1], k.shape[2]
+    bq, bk, g = cfg.block_q, cfg.block_kv, cfg.groups
+
     def q_index(b, kk, j, t, L, C):
-        return (b, kk * g + lax.div(t, nq), L[b, j, lax.rem(t, nq)], 0)
+        return (b, kk * g + lax.div(t, steps), L[b, j, lax.rem(t, steps)], 0)
 
     q_spec = pl.BlockSpec((None, None, bq, h), q_index)
     stat_spec = pl.BlockSpec((None, None, bq, LANES), q_index)
@@ -369,24 +414,23 @@ def _bwd_call(q, k, v, side, tables, o, lse, do, cfg: _Config):
     side_arrays, side_specs = _side_inputs(
         cfg,
         *side,
-        q_index=lambda b, kk, j, t, L, C: (b, L[b, j, lax.rem(t, nq)]),
+        q_index=lambda b, kk, j, t, L, C: (b, L[b, j, lax.rem(t, steps)]),
         kv_index=lambda b, kk, j, t, L, C: (b, j),
     )
-    dk, dv = pl.pallas_call(
-        functools.partial(_dkv_kernel, cfg=cfg, nq=nq),
+    return pl.pallas_call(
+        functools.partial(_dkv_kernel, cfg=cfg, steps=steps),
         grid_spec=pltpu.PrefetchScalarGridSpec(
             num_scalar_prefetch=2,
-            grid=(b, kh, nk, g * nq),
+            grid=(b, kh, sp // bk, g * steps),
             in_specs=[q_spec, kv_spec, kv_spec, q_spec, stat_spec, stat_spec, *side_specs],
             out_specs=[kv_spec, kv_spec],
             scratch_shapes=[pltpu.VMEM((bk, h), jnp.float32), pltpu.VMEM((bk, h), jnp.float32)],
         ),
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
-        compiler_params=params,
+        compiler_params=pltpu.CompilerParams(**_BWD_PARAMS),
         interpret=_interpret_arg(cfg.interpret),
         name="flash_dkv_tpu",
-    )(tables.kv_lists, tables.kv_counts, q, k, v, do, lse, delta, *side_arrays)
-    return dq, dk, dv
+    )(tables.kv_lists[..., :steps], tables.kv_counts, q, k, v, do, lse, delta, *side_arrays)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -477,8 +521,8 @@ def flash_attention_tpu(
 ):
     """Block-sparse flash attention on TPU; arguments as in `api.flash_attention`.
 
-    Returns `[B, T, N, H]`. With `_count_visits` (testing only, no gradient) returns the
-    `[B, N, T]` number of kv blocks each query row's block computed instead.
+    Returns `[B, T, N, H]`. With `_count_visits` (testing only, no gradient) returns instead
+    `[B, N, T]` counts per query row's block: kv blocks computed, and grid steps walked.
     """
     b, t, n, h = q.shape
     s, kheads = k.shape[1], k.shape[2]
@@ -501,6 +545,6 @@ def flash_attention_tpu(
     )
     if _count_visits:
         visits = _fwd_call(qh, kh, vh, side, tables, cfg, save_lse=False, count_visits=True)[1]
-        return visits[:, :, :t, 0]
+        return visits[:, :, :t, 0], visits[:, :, :t, -1]
     o = _flash(qh, kh, vh, side, tables, cfg)
     return jnp.swapaxes(o, 1, 2)[:, :t]

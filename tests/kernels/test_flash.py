@@ -105,13 +105,14 @@ def test_bf16_windows(backend):
 
 
 def test_tpu_visits_only_nonempty_kv_blocks():
-    """The kernel computes exactly the non-empty (q block, kv block) pairs of a window mask."""
+    """The kernel computes exactly the non-empty (q block, kv block) pairs of a window mask, and
+    its grid walks the smallest rung holding the longest list, not every kv block."""
     grid = [(2, 12, 20)]  # windows of 64/32/16 tokens that straddle the 128-token blocks
     seg = jnp.asarray(window_segment_ids(grid)[0])[None]
     t = seg.shape[1]
     q, k, v, _ = _qkv(0, 1, t, t, 2, 1, 32, jnp.float32)
     bs = BlockSizes(128, 128)
-    visits = flash_tpu.flash_attention_tpu(
+    visits, walked = flash_tpu.flash_attention_tpu(
         q, k, v, segment_ids=seg, block_sizes=bs, interpret=True, _count_visits=True
     )
     tables = block_tables(t, t, block_q=128, block_kv=128, segment_ids=seg)
@@ -125,6 +126,44 @@ def test_tpu_visits_only_nonempty_kv_blocks():
     pad = np.zeros((nq * 128, nq * 128), bool)
     pad[:t, :t] = dense
     assert expected.sum() == pad.reshape(nq, 128, nq, 128).any(axis=(1, 3)).sum()
+    # The walk: 4 kv blocks, lists of up to 3 -> rung 4 of (1, 2, 4), for every q block.
+    assert nq == 4 and expected.max() == 3
+    np.testing.assert_array_equal(np.asarray(walked)[:, :, ::128], 4)
+
+
+def test_grid_rungs():
+    assert flash_tpu.grid_rungs(1) == (1,)
+    assert flash_tpu.grid_rungs(4) == (1, 2, 4)
+    assert flash_tpu.grid_rungs(64) == (8, 16, 32, 64)
+    assert flash_tpu.grid_rungs(10) == (2, 3, 5, 10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tpu_short_walk_is_exact_forward_and_backward(seed):
+    """Per-frame attention over 8 temporal slices of 8x16 patches (1024 tokens, 8 kv blocks):
+    every list holds 1 block, so all three kernels walk 1 (forward, dq) or g * 1 (dk/dv) steps
+    of 8; outputs and gradients equal the reference, with GQA 2 on the kv-major walk."""
+    seg = jnp.asarray(np.repeat(np.arange(1, 9), 128), jnp.int32)[None]
+    if seed:  # slices of 96 tokens: lists of 2 or 3 blocks, walked on rung 4
+        seg = jnp.asarray(np.repeat(np.arange(1, 12), 96)[:1024], jnp.int32)[None]
+    _check("tpu", dict(segment_ids=seg), (1, 1024, 1024, 4, 2, 32), seed=seed)
+    tables = block_tables(1024, 1024, block_q=128, block_kv=128, segment_ids=seg)
+    longest, rung = (3, 4) if seed else (1, 1)  # rungs (1, 2, 4, 8)
+    assert int(tables.q_counts.max()) == longest and int(tables.kv_counts.max()) == longest
+    q, k, v, _ = _qkv(seed, 1, 1024, 1024, 4, 2, 32, jnp.float32)
+    visits, walked = flash_tpu.flash_attention_tpu(
+        q,
+        k,
+        v,
+        segment_ids=seg,
+        block_sizes=BlockSizes(128, 128),
+        interpret=True,
+        _count_visits=True,
+    )
+    np.testing.assert_array_equal(np.asarray(walked)[:, :, ::128], rung)
+    np.testing.assert_array_equal(
+        np.asarray(visits)[0, :, ::128], np.broadcast_to(tables.q_counts, (4, 8))
+    )
 
 
 @pytest.mark.parametrize(
