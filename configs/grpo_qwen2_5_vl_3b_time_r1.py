@@ -25,6 +25,7 @@ def get_config():
         param_dtype="float32",  # fp32 master weights and optimizer state
         scan_layers=True,  # one compiled decoder layer
         remat_policy="full",  # --gradient_checkpointing true
+        attention_implementation="auto",  # Pallas kernels on TPU / GPU, XLA on a CPU
     )
     config.init_from = "/models/Qwen2.5-VL-3B-Instruct"  # local HF checkpoint
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1  # FSDP over all devices

@@ -25,6 +25,7 @@ def get_config():
         param_dtype="float32",  # fp32 master weights and optimizer state
         scan_layers=True,  # one compiled decoder layer: fast compiles at 7B
         remat_policy="full",  # recompute activations in the backward (gradient_checkpointing)
+        attention_implementation="auto",  # Pallas kernels on TPU / GPU, XLA on a CPU
     )
     config.init_from = "/models/Qwen2.5-VL-7B-COT-SFT"  # the SFT recipe's HF export
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1  # FSDP over all devices

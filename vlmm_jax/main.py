@@ -12,6 +12,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vlmm_jax import demo
+from vlmm_jax.aot import run_aot
 from vlmm_jax.eval.job import evaluate_checkpoint
 from vlmm_jax.pipeline import run_pipeline
 from vlmm_jax.training.grpo_loop import train_grpo
@@ -23,6 +24,7 @@ JOBS = {
     "grpo": train_grpo,
     "eval": evaluate_checkpoint,
     "pipeline": run_pipeline,
+    "aot": run_aot,  # compile the recipe's programs for config.aot.topology (see vlmm_jax.aot)
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/*.py).")

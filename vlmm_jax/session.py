@@ -32,16 +32,33 @@ from vlmm_jax.policy import Policy
 
 
 class Session:
-    """The mesh, data, model, abstract parameters and policy template of a run (see above)."""
+    """The mesh, data, model, abstract parameters and policy template of a run (see above).
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-        maybe_initialize_distributed(config.get("multihost"))
+    Args:
+      devices: the mesh's devices (default all of this job's), e.g. a TPU topology's devices
+        when compiling ahead of time on a CPU host (`vlmm_jax.aot`).
+      prepare_data: build / read the dataset and tokenizer; without it the model is exactly
+        `config.model` (the AOT compile needs no data, checkpoint or tokenizer).
+    """
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        *,
+        devices=None,
+        prepare_data: bool = True,
+    ):
+        if devices is None:
+            maybe_initialize_distributed(config.get("multihost"))
         self.config, self.workdir = config, workdir
-        self.mesh = make_mesh(dict(config.mesh))
+        self.mesh = make_mesh(dict(config.mesh), devices)
         self.rules = rules_from_config(config.logical_axis_rules)
         self.model_config = build_model_config(config.model)
         self.data = None  # the prepared dataset (and tokenizer), for sources that need one
-        if config.data.source == "synthetic":
+        if not prepare_data:
+            pass
+        elif config.data.source == "synthetic":
             self.data = synthetic_data.prepare(config, self.model_config, workdir)
             self.model_config = self.data.model_config  # vocabulary and ids of its tokenizer
         elif config.data.source == "annotations":

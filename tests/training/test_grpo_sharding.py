@@ -26,7 +26,7 @@ _SCRIPT = textwrap.dedent(
     from vlmm_jax.mesh import DEFAULT_RULES, logical_shardings, make_mesh
     from vlmm_jax.models import Qwen2_5_VL, abstract_params
     from vlmm_jax.policy import Policy
-    from vlmm_jax.training.grpo import GRPO
+    from vlmm_jax.training.grpo import GRPO, split_trainable
 
     class Tok:
         pad_id = 0
@@ -59,7 +59,8 @@ _SCRIPT = textwrap.dedent(
         d["ref_logp"] = logp
         norms = {"num_global_tokens": jnp.float32(b * g * n),
                  "num_global_sequences": jnp.float32(b * g), "num_chunks": 1}
-        compiled = grpo.grad_fn.lower(params, d, norms).compile()
+        trained, frozen = split_trainable(params, None)
+        compiled = grpo.grad_fn.lower(trained, frozen, d, norms).compile()
         out[k] = {
             "logp_spec": str(logp.sharding.spec),
             "logp_shards": len({str(s.index) for s in logp.addressable_shards}),

@@ -12,8 +12,10 @@ Worked example (two packed samples of lengths 2 and 3, then one pad):
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
@@ -35,6 +37,70 @@ def _xla_attention(q, k, v, q_seg, kv_seg, q_idx, kv_idx, causal, scale):
     probs = jnp.where(mask, probs, 0.0).astype(v.dtype)  # fully masked rows -> zeros
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, t, n, h).astype(q.dtype)
+
+
+def target_platform() -> str:
+    """The platform the surrounding program compiles for: the devices of the mesh in context
+    (a TPU topology compiled from a CPU host says "tpu"), else the default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty:
+        return mesh.abstract_device.platform
+    return jax.default_backend()
+
+
+def _spec(
+    names: tuple[str | None, ...], shape: tuple[int, ...], mesh
+) -> jax.sharding.PartitionSpec:
+    """The mesh axes of logical `names` under the active rules, dropped where a dimension does
+    not split evenly (that dimension is then computed whole on every shard)."""
+    spec = nn.logical_to_mesh_axes(names) or jax.sharding.PartitionSpec()
+    out = []
+    for dim, axes in zip(shape, (*spec, *[None] * (len(shape) - len(spec))), strict=True):
+        flat = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        size = int(np.prod([mesh.shape[a] for a in flat])) if flat else 1
+        out.append(axes if flat and dim % size == 0 else None)
+    return jax.sharding.PartitionSpec(*out)
+
+
+def _pallas(q, k, v, q_seg, kv_seg, q_pos, kv_pos, causal, scale, platform):
+    """The Pallas kernel, under `shard_map` over the batch (and heads) when a mesh is in
+    context: Mosaic kernels cannot be partitioned automatically, and each shard's rows (and
+    heads) are independent. `interpret` follows the compile target, not the host."""
+    from vlmm_jax.kernels import flash_attention  # Pallas imports only when used
+
+    def kernel(q, k, v, q_seg, kv_seg, q_pos, kv_pos):
+        # The kernels attend equal ids; padding (0) must match nothing, queries or keys.
+        return flash_attention(
+            q,
+            k,
+            v,
+            segment_ids=jnp.where(q_seg == 0, -1, q_seg),
+            kv_segment_ids=jnp.where(kv_seg == 0, -2, kv_seg),
+            causal=causal,
+            sm_scale=scale,
+            q_positions=q_pos,
+            kv_positions=kv_pos,
+            backend="gpu" if platform == "gpu" else "tpu",
+            interpret=platform == "cpu",  # the only way Pallas runs on a CPU
+        )
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return kernel(q, k, v, q_seg, kv_seg, q_pos, kv_pos)
+    q_spec = _spec(("batch", "length", "heads", "head_dim"), q.shape, mesh)
+    kv_spec = _spec(("batch", "length", "kv_heads", "head_dim"), k.shape, mesh)
+    if (q_spec[2] is None) != (kv_spec[2] is None) or q_spec[0] != kv_spec[0]:
+        # GQA reads kv head n // G: heads and kv heads must split the same way (or not at all).
+        q_spec = jax.sharding.PartitionSpec(kv_spec[0], None, None, None)
+        kv_spec = jax.sharding.PartitionSpec(kv_spec[0], None, None, None)
+    row = jax.sharding.PartitionSpec(q_spec[0], None)
+    return jax.shard_map(
+        kernel,
+        mesh=mesh,
+        in_specs=(q_spec, kv_spec, kv_spec, row, row, row, row),
+        out_specs=q_spec,
+        check_vma=False,
+    )(q, k, v, q_seg, kv_seg, q_pos, kv_pos)
 
 
 def attention(
@@ -60,8 +126,9 @@ def attention(
       q_positions / kv_positions: `[B, T]` / `[B, S]` slot indices for the causal mask
         (default `arange`); decode steps pass the cache slots they write.
       sm_scale: softmax scale, default `1/sqrt(H)`.
-      implementation: "xla" (the reference), "pallas" (the kernels in `vlmm_jax.kernels`; in
-        interpret mode on CPU, for tests), or "auto" (Pallas on TPU/GPU, XLA on CPU).
+      implementation: "xla" (the reference), "pallas" (the kernels in `vlmm_jax.kernels`, under
+        `shard_map` on a mesh; in interpret mode when compiling for CPU, for tests), or "auto"
+        (Pallas when compiling for TPU/GPU, XLA for CPU). The target is the mesh's platform.
 
     Returns:
       `[B, T, N, H]` in q's dtype; rows with no visible key are zeros.
@@ -79,26 +146,15 @@ def attention(
     if kv_positions is None:
         kv_positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
     scale = h**-0.5 if sm_scale is None else sm_scale
+    platform = target_platform()
     if implementation == "auto":
-        implementation = "xla" if jax.default_backend() == "cpu" else "pallas"
+        implementation = "xla" if platform == "cpu" else "pallas"
     if implementation == "xla":
         return _xla_attention(
             q, k, v, segment_ids, kv_segment_ids, q_positions, kv_positions, causal, scale
         )
     if implementation == "pallas":
-        from vlmm_jax.kernels import flash_attention  # Pallas imports only when used
-
-        # The kernels attend equal ids; padding (0) must match nothing, queries or keys.
-        return flash_attention(
-            q,
-            k,
-            v,
-            segment_ids=jnp.where(segment_ids == 0, -1, segment_ids),
-            kv_segment_ids=jnp.where(kv_segment_ids == 0, -2, kv_segment_ids),
-            causal=causal,
-            sm_scale=scale,
-            q_positions=q_positions,
-            kv_positions=kv_positions,
-            interpret=jax.default_backend() == "cpu",  # the only way Pallas runs on a CPU
+        return _pallas(
+            q, k, v, segment_ids, kv_segment_ids, q_positions, kv_positions, causal, scale, platform
         )
     raise ValueError(f"unknown attention implementation {implementation!r}")

@@ -251,6 +251,9 @@ def init_params(model: Qwen2_5_VL, rng: jax.Array, *, boxed: bool = False):
     n_patches = int(grid.prod())
     ids = np.full((1, n_patches // v.merge_unit + 2), model.config.image_token_id, np.int32)
     pixels = jnp.zeros((n_patches, v.patch_dim), jnp.float32)
+    # The parameters do not depend on the attention kernel: trace the XLA path (the Pallas one
+    # would run in interpret mode on a CPU host, inside remat, for nothing).
+    model = Qwen2_5_VL(model.config.replace(attention_implementation="xla"))
     variables = model.init(rng, jnp.asarray(ids), pixel_values=pixels, image_grid_thw=grid)
     params = variables["params"]
     return params if boxed else nn.meta.unbox(params)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from vlmm_jax import hosts
 from vlmm_jax.data.packing import pad_prompt_rows, prompt_arrays
@@ -114,6 +115,8 @@ class GRPO:
       cfg: `config.grpo`.
       state_shardings: the train state's shardings (the update's output stays on them).
       micro_batches: update pieces per rollout batch (gradient accumulation; whole groups).
+      trainable: bool per parameter leaf (`SFTRun.trainable`); gradients are taken for these
+        only (frozen parts, the LoRA base: no backward through them, no gradient buffers).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class GRPO:
         *,
         state_shardings: TrainState | None = None,
         micro_batches: int = 1,
+        trainable=None,
     ):
         if cfg.temporal and cfg.group_size < 2:
             raise ValueError("grpo.temporal needs group_size >= 2 (G/2 shuffled rollouts)")
@@ -135,6 +139,7 @@ class GRPO:
         self.method = rollout_method(cfg)
         self.scorer = RolloutScorer(cfg.rewards, cfg.get("group_rewards"), cfg.correctness)
         self.micro_batches = micro_batches
+        self.trainable = trainable
         self.loss_cfg = dict(
             loss_type=cfg.loss_type,
             eps_low=cfg.eps_low,
@@ -156,11 +161,16 @@ class GRPO:
             temperature=temperature,
             loss_cfg=self.loss_cfg,
         )
-        self.grad_fn = policy.jit(jax.value_and_grad(loss, has_aux=True))
+        grad_out = None
+        if state_shardings is not None:  # gradients sharded like their parameters
+            rep = NamedSharding(policy.mesh, PartitionSpec())
+            trained_sh, _ = split_trainable(state_shardings.params, trainable)
+            grad_out = ((rep, rep), trained_sh)
+        self.grad_fn = policy.jit(jax.value_and_grad(loss, has_aux=True), out_shardings=grad_out)
         self.add_fn = policy.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=(0,))
         out = None if state_shardings is None else (state_shardings, None)
         self.apply_fn = policy.jit(
-            functools.partial(apply_gradients, tx=tx), out_shardings=out, donate_argnums=(0,)
+            functools.partial(_apply_trainable, tx=tx), out_shardings=out, donate_argnums=(0,)
         )
 
     # ------------------------------------------------------------------ rollout
@@ -299,8 +309,9 @@ class GRPO:
         figures = {}
         for _ in range(self.cfg.num_iterations):
             grads, loss, sums = None, 0.0, {}
+            trained, frozen = split_trainable(state.params, self.trainable)
             for d in device:
-                (piece_loss, metrics), piece_grads = self.grad_fn(state.params, d, norms)
+                (piece_loss, metrics), piece_grads = self.grad_fn(trained, frozen, d, norms)
                 grads = piece_grads if grads is None else self.add_fn(grads, piece_grads)
                 loss += float(piece_loss)
                 for k, v in metrics.items():
@@ -321,8 +332,34 @@ def _completion_logp(policy: Policy, piece: dict, *, group: int, temperature: fl
     return stats["logp"]
 
 
-def _piece_loss(params, piece, norms, *, policy, group, temperature, loss_cfg):
-    """The GRPO loss of one update piece, normalised by the global counts in `norms`."""
+def split_trainable(params, trainable):
+    """(trained, frozen): `params` with None at the frozen leaves, and at the trained ones."""
+    if trainable is None:
+        return params, jax.tree.map(lambda _: None, params)
+    pick = lambda keep: lambda p, t: p if t == keep else None  # noqa: E731
+    return jax.tree.map(pick(True), params, trainable), jax.tree.map(pick(False), params, trainable)
+
+
+def _join(trained, frozen):
+    return jax.tree.map(lambda t, f: f if t is None else t, trained, frozen, is_leaf=_is_none)
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+def _apply_trainable(state: TrainState, grads, loss, *, tx):
+    """`apply_gradients` with zeros for the frozen leaves (`grads` holds None there)."""
+    grads = jax.tree.map(
+        lambda g, p: jnp.zeros_like(p) if g is None else g, grads, state.params, is_leaf=_is_none
+    )
+    return apply_gradients(state, grads, loss, tx=tx)
+
+
+def _piece_loss(trained, frozen, piece, norms, *, policy, group, temperature, loss_cfg):
+    """The GRPO loss of one update piece, normalised by the global counts in `norms`;
+    differentiated with respect to `trained` only (`split_trainable`)."""
+    params = _join(trained, jax.lax.stop_gradient(frozen))
     stats = policy.with_params(params).completion_stats(
         piece["prompts"], piece["tokens"], group=group, temperature=temperature
     )

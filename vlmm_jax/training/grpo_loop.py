@@ -86,12 +86,20 @@ def evaluate_split(run: SFTRun, grpo: GRPO, policy: Policy, split: str, limit: i
 def reference_params(run: SFTRun, state):
     """The KL reference's own weights: None for LoRA (the frozen base is the reference) or when
     `grpo.beta == 0`; else the run's initial weights: a copy of the fresh state's, or rebuilt
-    (`init_from` or the seeded init) on a resume, so a restart measures KL as before."""
+    (`init_from` or the seeded init) on a resume, so a restart measures KL as before.
+
+    The copy is kept in the compute dtype: the model casts every weight to it before use, so a
+    bf16 copy of fp32 master weights gives the same log-probs at half the memory.
+    """
     if run.config.grpo.beta <= 0 or run.lora:
         return None
-    if int(state.step) == 0:
-        return jax.jit(lambda p: jax.tree.map(jnp.copy, p))(state.params)
-    return run.initial_params()
+    params = state.params if int(state.step) == 0 else run.initial_params()
+    dtype = run.policy.dtype
+    cast = run.policy.jit(
+        lambda p: jax.tree.map(lambda x: x.astype(dtype) if x.dtype != dtype else jnp.copy(x), p),
+        out_shardings=run.param_shardings(),
+    )
+    return cast(params)
 
 
 def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -116,6 +124,7 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
         g,
         state_shardings=run.state_shardings()[1],
         micro_batches=config.data.micro_batches,
+        trainable=run.trainable,
     )
     prompts = iter(prompt_batches(run, "train", g.prompts_per_step, train=True))
     if latest is not None:

@@ -25,7 +25,7 @@ from vlmm_jax.training.batches import batch_shardings, shard_batch
 from vlmm_jax.training.checkpoint import Checkpointer
 from vlmm_jax.training.data_sources import make_dataset
 from vlmm_jax.training.metrics import MetricWriter, normalize
-from vlmm_jax.training.optimizer import make_optimizer
+from vlmm_jax.training.optimizer import make_optimizer, trainable_labels
 from vlmm_jax.training.sft import eval_step, train_step
 from vlmm_jax.training.state import TrainState, state_from_params, state_shardings
 
@@ -45,13 +45,14 @@ def _set_iterator_state(it, saved: dict):
 class SFTRun(Session):
     """A `Session` plus what training needs: the optimizer, state shardings, jitted steps."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-        super().__init__(config, workdir)
-        self.tx = make_optimizer(
-            config.optimizer,
-            self.abstract_params,
-            train_only=TRAIN_ONLY if self.lora else None,
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, **session_kwargs):
+        super().__init__(config, workdir, **session_kwargs)
+        train_only = TRAIN_ONLY if self.lora else None
+        self.tx = make_optimizer(config.optimizer, self.abstract_params, train_only=train_only)
+        labels = trainable_labels(
+            self.abstract_params, freeze=tuple(config.optimizer.freeze), train_only=train_only
         )
+        self.trainable = jax.tree.map(lambda label: label == "train", labels)  # bool per leaf
         train = config.train
         self.step_fn = functools.partial(
             train_step, policy=self.policy, tx=self.tx, train_on_prompt=train.train_on_prompt
