@@ -104,6 +104,9 @@ def topology_devices(slice_: Slice):
         ("TPU_ACCELERATOR_TYPE", slice_.name),
         ("TPU_WORKER_HOSTNAMES", "localhost"),
         ("TPU_WORKER_ID", "0"),
+        # libtpu's lock on /tmp/libtpu_lockfile guards a TPU's chips; compiling opens none, and
+        # without this two compiling processes (test workers, benchmarks/aot.py --jobs) clash.
+        ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"),
     ):
         os.environ.setdefault(key, value)
     from jax.experimental import topologies
