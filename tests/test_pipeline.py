@@ -4,6 +4,7 @@ import json
 import os
 import runpy
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +40,29 @@ def test_every_stage_ran_and_reported(finished):
     assert stages["beam_search_4"]["strategy"].startswith("beam")
     assert os.path.exists(os.path.join(workdir, "sft_hf", "model.safetensors"))
     assert os.path.exists(os.path.join(workdir, "grpo_hf", "model.safetensors"))
-    table = open(os.path.join(workdir, "results.md")).read().splitlines()
-    assert [row.split("|")[1].strip() for row in table[2:]] == names
+    stages_table, comparisons_table = open(os.path.join(workdir, "results.md")).read().split("\n\n")
+    rows = [row.split("|")[1].strip() for row in stages_table.splitlines()[2:]]
+    ablations = [f"{s} / {k}" for s in ("sft", "grpo") for k in config.eval.ablations]
+    assert rows == [*names, "prior (text only)", *ablations]
+    assert "ablations" not in stages["untrained"]
+    # Each pillar against the stage it builds on, paired on the same questions.
+    comparisons = stages["comparisons"]
+    pairs = [("sft", "untrained"), ("grpo", "sft"), *[(t, "grpo") for t in config.tts]]
+    assert set(comparisons) == {f"{a} - {b}" for a, b in pairs}
+    for a, b in pairs:
+        score = {
+            n: {
+                p["id"]: p["score"]
+                for p in map(json.loads, open(f"{workdir}/predictions_{n}.jsonl"))
+            }
+            for n in (a, b)
+        }
+        common = sorted(set(score[a]) & set(score[b]))
+        c = comparisons[f"{a} - {b}"]
+        assert c["questions"] == len(common)
+        diff = np.mean([score[a][k] - score[b][k] for k in common])
+        np.testing.assert_allclose(c["difference"], diff)
+    assert comparisons_table.splitlines()[0].startswith("| difference |")
     for png in ("training_curves.png", "tts_compute.png"):
         with open(os.path.join(workdir, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"

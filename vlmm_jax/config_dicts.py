@@ -255,6 +255,8 @@ def eval_defaults() -> ml_collections.ConfigDict:
     e.beam_width = 4  # beam_search
     e.length_alpha = 1.0  # beam_search: length-penalty exponent
     e.reward = "accuracy"  # each completion's score: accuracy (Video-R1's) | accuracy_lenient
+    e.priors = True  # text-only priors fitted on the training split, scored beside the model
+    e.ablations = ("blank", "shuffled_frames", "swapped")  # greedy: the same model, video ablated
     e.scorer = "mean_logprob"  # best_of_n: mean_logprob or a vlmm_jax.rewards name (format)
     e.frame_levels = (4, 8, 16)  # sparse_to_dense: ascending frame counts
     e.agreement = 1.0  # sparse_to_dense: vote share that stops at a level

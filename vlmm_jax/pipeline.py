@@ -14,9 +14,12 @@ training stage resumes from its latest checkpoint when it was interrupted):
                 beam search, ...) on the GRPO model
 
 Every stage's figures land in DIR/results.json under `stages.<name>` (the evaluated ones always
-with `accuracy` on the held-out split `config.eval.split`); the job prints the table of the
-evaluated stages and writes it to DIR/results.md, with the plots DIR/training_curves.png and
-DIR/tts_compute.png (accuracy against generated tokens per question).
+with `accuracy` and its 95% interval on the held-out split `config.eval.split`, the text-only
+priors and, for SFT and GRPO, the blank / shuffled / swapped-video ablations); `comparisons`
+holds the paired bootstrap of each pillar against the stage it builds on. The job prints the
+table of the evaluated stages, their baselines and the comparisons and writes it to
+DIR/results.md, with the plots DIR/training_curves.png and DIR/tts_compute.png (accuracy
+against generated tokens per question).
 
 A recipe has the shared fields (`seed`, `model`, `data`, `mesh`, ...) once, the SFT and GRPO
 stages' own fields under `config.sft` and `config.rl` (a full SFT / GRPO recipe without the
@@ -35,8 +38,10 @@ import ml_collections
 from vlmm_jax import plots
 from vlmm_jax.config_dicts import PIPELINE_SHARED as SHARED
 from vlmm_jax.config_dicts import eval_defaults, grpo_defaults, sft_defaults
+from vlmm_jax.eval.baselines import paired_bootstrap, scores_by_id
 from vlmm_jax.eval.job import evaluate_checkpoint
 from vlmm_jax.eval.runner import markdown_table
+from vlmm_jax.results import write_stage_results
 from vlmm_jax.training.grpo_loop import train_grpo
 from vlmm_jax.training.trainer import train_sft
 
@@ -91,6 +96,38 @@ def eval_stage_names(config: ml_collections.ConfigDict) -> list[str]:
     return ["untrained", "sft", "grpo", *config.tts.keys()]
 
 
+def stage_pairs(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    """(later, earlier) stages whose difference the table tests: each pillar against the one
+    it builds on."""
+    return [("sft", "untrained"), ("grpo", "sft"), *[(name, "grpo") for name in config.tts]]
+
+
+def compare_stages(workdir: str, pairs) -> dict[str, Any]:
+    """Paired bootstrap of `later - earlier` accuracy on the questions both answered, from
+    their `predictions_<stage>.jsonl`."""
+
+    def scores(name):
+        with open(os.path.join(workdir, f"predictions_{name}.jsonl")) as f:
+            return scores_by_id([json.loads(line) for line in f])
+
+    return {f"{a} - {b}": paired_bootstrap(scores(a), scores(b)) for a, b in pairs}
+
+
+def comparison_table(comparisons: dict[str, Any]) -> str:
+    lines = [
+        "| difference | accuracy | 95% interval | questions | significant |",
+        "|---|---|---|---|---|",
+    ]
+    for name, c in comparisons.items():
+        lo, hi = c["ci"]
+        mark = "yes" if c["significant"] else "no"
+        lines.append(
+            f"| {name} | {c['difference']:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {c['questions']} "
+            f"| {mark} |"
+        )
+    return "\n".join(lines)
+
+
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) every stage; returns the evaluated stages' figures by name."""
     sft_hf, grpo_hf = os.path.join(workdir, "sft_hf"), os.path.join(workdir, "grpo_hf")
@@ -105,7 +142,7 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
             _recipe(eval_defaults(), config, fields, stage=name, init_from=init_from), workdir
         )
 
-    evaluate("untrained", "")
+    evaluate("untrained", "", ablations=())  # a random model: its ablations mean nothing
     train_sft(
         _recipe(sft_defaults(), config, config.sft, stage="sft_train", export_hf_dir=sft_hf),
         workdir,
@@ -128,7 +165,9 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
 
     stages = _stages(workdir)
     evaluated = {k: stages[k] for k in eval_stage_names(config) if k in stages}
-    table = markdown_table(evaluated)
+    comparisons = compare_stages(workdir, stage_pairs(config))
+    write_stage_results(workdir, "comparisons", comparisons)
+    table = markdown_table(evaluated) + "\n\n" + comparison_table(comparisons)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")
     plots.training_curves(

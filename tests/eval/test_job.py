@@ -79,6 +79,26 @@ def test_greedy_from_hugging_face_directory(model_dirs):
     assert saved["strategy"] == "greedy" and saved["model"] == hf
     assert figures["accuracy"] == saved["accuracy"]
     assert all(0 < p["length"] <= 8 for p in preds)
+    lo, hi = saved["accuracy_ci"]
+    assert lo <= saved["accuracy"] <= hi
+    # Beside the model: priors fitted on the 24 training videos, and three ablations of the
+    # same 6 questions (synthetic videos share one grid: nothing is skipped).
+    assert saved["prior"]["count"] == 6 and saved["prior"]["fitted_on"] == "train (24 examples)"
+    assert saved["prior"]["rules"]  # a rule per family of the training split
+    ablations = saved["ablations"]
+    for kind in ("blank", "shuffled_frames", "swapped"):
+        assert ablations[kind]["count"] == 6 and ablations[kind]["skipped"] == 0, kind
+        assert ablations[kind]["vs_real"]["questions"] == 6
+        np.testing.assert_allclose(
+            ablations[kind]["vs_real"]["difference"],
+            saved["accuracy"] - ablations[kind]["accuracy"],
+        )
+    reliance = ablations["visual_reliance"]
+    np.testing.assert_allclose(
+        reliance["overall"], saved["accuracy"] - ablations["blank"]["accuracy"]
+    )
+    table = open(os.path.join(workdir, "results.md")).read()
+    assert "| prior (text only) |" in table and "| eval_greedy / blank |" in table
 
 
 def test_self_consistency_from_stage_checkpoint(model_dirs):

@@ -6,12 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from tests.models.conftest import Prompt, batch_inputs
+from vlmm_jax.data.visual_ablations import shuffle_video_patches
 from vlmm_jax.inference.sampler import device_inputs, repeat_prompts
 from vlmm_jax.models import Qwen2_5_VL, init_params
 from vlmm_jax.models.config import tiny
 from vlmm_jax.policy import Policy
 from vlmm_jax.rl import grpo_loss
-from vlmm_jax.training.rollout import naive_logp, shuffle_video_frames, shuffle_video_patches
+from vlmm_jax.training.rollout import naive_logp, shuffle_video_frames
 
 G, N = 3, 5
 

@@ -17,7 +17,11 @@
             question at a time through a `ModelGenerator`.
 
 Every example is scored by `eval.runner.score` (the `accuracy` reward, format, IoU), so the
-summary's `accuracy` is the mean of the `score` column of the predictions. Writes
+summary's `accuracy` is the mean of the `score` column of the predictions, with its 95%
+bootstrap interval. Beside it (`eval.baselines`): `prior`, the text-only priors fitted on the
+training split (`config.eval.priors`), and for greedy `ablations`, the same model with its video
+blanked, its frames shuffled or another example's video (`config.eval.ablations`), with the
+visual reliance acc(real) - acc(blank) per family. Writes
 `predictions_<stage>.jsonl` (one line per example), the summary (overall and by category, plus
 the compute spent per question) to `results.json` under `config.stage`, and `results.md`: the
 table of every evaluated stage in that `results.json`, so evaluations of successive stages
@@ -43,6 +47,8 @@ from vlmm_jax.data.formats import read_examples
 from vlmm_jax.data.packing import collate_rows, flat_prompt_inputs, round_up
 from vlmm_jax.data.tokenizer import load_tokenizer
 from vlmm_jax.data.vision_processing import process_video
+from vlmm_jax.data.visual_ablations import CannotAblate, ablate
+from vlmm_jax.eval.baselines import fit_priors, paired_bootstrap, prior_records, scores_by_id
 from vlmm_jax.eval.runner import (
     evaluate,
     greedy_generate,
@@ -63,6 +69,8 @@ from vlmm_jax.session import Session
 _log = logging.getLogger(__name__)
 
 STRATEGY_NAMES = ("greedy", *tts.STRATEGIES)
+SUMMARY_KEYS = ("accuracy", "accuracy_ci", "count", "by_category")  # of a baseline's summary
+SWAP_TRIES = 8  # `swapped`: how many following examples are tried for one of the same grid
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -261,21 +269,93 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _greedy(run, policy: Policy, data: EvalData, n: int, e) -> list[dict[str, Any]]:
+def _greedy(
+    run, policy: Policy, data: EvalData, n: int, e, ablation: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Greedy records of the first `n` examples, their visual input ablated as `ablation`
+    (`data.visual_ablations`) when given; returns (records, skip reasons) — an example the
+    ablation does not apply to is skipped and counted, never scored as something else."""
     tok = data.tokenizer
     sampler = Sampler(policy.model, max_new_tokens=e.max_new_tokens, **tok.generation_kwargs())
     generate = greedy_generate(sampler, policy, tok.decode)
+    frames = e.num_frames or None
+    skipped: list[str] = []
+
+    def ablated(j, sample):
+        rng = np.random.default_rng([run.config.seed, j])
+        if ablation != "swapped":
+            return ablate(sample, ablation, rng)
+        for step in range(1, min(n, SWAP_TRIES + 1)):  # the next example with the same grid
+            other = data.sample(data.records[(j + step) % n], frames)
+            try:
+                return ablate(sample, ablation, rng, other=other)
+            except CannotAblate:
+                continue
+        raise CannotAblate(f"{sample['id']}: no other video or image of its grid to swap in")
 
     def batches():
         for i in range(0, n, e.batch_size):  # records are read (decoded) batch by batch
-            rows = range(i, min(i + e.batch_size, n))
-            chunk = [data.sample(data.records[j], e.num_frames or None) for j in rows]
-            yield prompt_batch(chunk, data, e.patch_multiple)
+            chunk = []
+            for j in range(i, min(i + e.batch_size, n)):
+                sample = data.sample(data.records[j], frames)
+                if ablation:
+                    try:
+                        sample = ablated(j, sample)
+                    except CannotAblate as err:
+                        skipped.append(str(err))
+                        continue
+                chunk.append(sample)
+            if chunk:
+                yield prompt_batch(chunk, data, e.patch_multiple)
 
-    out, _ = evaluate(generate, batches(), limit=n, progress=run.config.stage, reward=e.reward)
+    label = run.config.stage + (f" ({ablation})" if ablation else "")
+    out, _ = evaluate(generate, batches(), limit=n, progress=label, reward=e.reward)
     for r in out:
         r["samples"] = 1
+    return out, skipped
+
+
+def _ablations(run, policy, data, n, e, preds, real: dict[str, Any]) -> dict[str, Any]:
+    """The same model with its visual input ablated: accuracy (with its interval) and per
+    family for each `e.ablations`, the paired bootstrap of real minus ablated on the same
+    questions (`vs_real`), and the visual reliance acc(real) - acc(blank) per family."""
+    out: dict[str, Any] = {}
+    real_scores = scores_by_id(preds)
+    for kind in e.ablations:
+        records, skipped = _greedy(run, policy, data, n, e, ablation=kind)
+        summary = summarize(records)
+        out[kind] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+        out[kind]["skipped"] = len(skipped)
+        out[kind]["vs_real"] = paired_bootstrap(real_scores, scores_by_id(records))
+        if skipped:
+            _log.warning("%s: %d skipped, e.g. %s", kind, len(skipped), skipped[0])
+    if "blank" in out:
+        blank = out["blank"]
+        out["visual_reliance"] = {
+            "overall": real["accuracy"] - blank["accuracy"],
+            **{
+                c: real["by_category"][c] - v
+                for c, v in blank.get("by_category", {}).items()
+                if c in real["by_category"]
+            },
+        }
     return out
+
+
+def _priors(run, data: EvalData, n: int, e) -> dict[str, Any]:
+    """Text-only priors fitted on the training split, answering the evaluated examples."""
+    if e.get("annotations") or run.data is None:
+        return {"skipped": "no training split to fit priors on (config.eval.annotations)"}
+    train = [data.example(r) for r in run.data.split("train")]
+    priors = fit_priors(train, e.reward)
+    examples = [data.example(data.records[i]) for i in range(n)]
+    records = prior_records(priors, examples, lambda text, ex: score(text, ex, e.reward))
+    summary = summarize(records)
+    return {
+        **{k: summary[k] for k in SUMMARY_KEYS if k in summary},
+        "rules": {name: p.rule for name, p in priors.items()},
+        "fitted_on": f"train ({len(train)} examples)",
+    }
 
 
 def _scaled(policy: Policy, data: EvalData, n: int, e, seed) -> list[dict[str, Any]]:
@@ -335,12 +415,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     policy = run.policy.replace(model=model).with_params(params)
     n = min(e.num_examples or len(data.records), len(data.records))
     if e.strategy == "greedy":
-        preds = _greedy(run, policy, data, n, e)
+        preds, _ = _greedy(run, policy, data, n, e)
         strategy_name = "greedy"
     else:
         preds = _scaled(policy, data, n, e, config.seed)
         strategy_name = make_strategy(e).name
     summary = summarize(preds)
+    if e.priors:
+        summary["prior"] = _priors(run, data, n, e)
+    if e.strategy == "greedy" and e.ablations:
+        summary["ablations"] = _ablations(run, policy, data, n, e, preds, summary)
     if preds and "spent" in preds[0]:
         summary["compute_per_question"] = {
             k: float(np.mean([p["spent"][k] for p in preds])) for k in preds[0]["spent"]

@@ -4,7 +4,8 @@ Per example the score is the `accuracy` reward of `vlmm_jax.rewards` (exact lett
 QA types, 1 - relative error for regression, IoU for grounding); `accuracy` in the summary is
 its mean. Temporal grounding also reports mIoU and R@0.5 (IoU > 0.5, Time-R1's comparison),
 spatial grounding the mean box IoU, and every stage the mean response length in tokens and the
-fraction of well-formed `<think>...</think><answer>...</answer>` completions.
+fraction of well-formed `<think>...</think><answer>...</answer>` completions; every accuracy
+comes with its 95% bootstrap interval over questions (`eval.baselines.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tqdm
 from vlmm_jax import hosts
 from vlmm_jax.data.packing import prompt_arrays
 from vlmm_jax.eval import answers, metrics
+from vlmm_jax.eval.baselines import bootstrap_ci
 from vlmm_jax.inference.sampler import Sampler
 from vlmm_jax.inference.sampling import Greedy
 from vlmm_jax.policy import Policy
@@ -68,12 +70,15 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     by_cat: dict[str, list[float]] = collections.defaultdict(list)
     for r in records:
         by_cat[r["category"]].append(r["score"])
+    scores = [r["score"] for r in records]
     out: dict[str, Any] = {
-        "accuracy": float(np.mean([r["score"] for r in records])),
+        "accuracy": float(np.mean(scores)),
+        "accuracy_ci": list(bootstrap_ci(scores)),
         "count": len(records),
         "format": float(np.mean([r["format"] for r in records])),
         "response_tokens": float(np.mean([r["length"] for r in records])),
         "by_category": {k: float(np.mean(v)) for k, v in sorted(by_cat.items())},
+        "by_category_ci": {k: list(bootstrap_ci(v)) for k, v in sorted(by_cat.items())},
     }
     ious = [r["iou"] for r in records if "iou" in r]
     if ious:
@@ -139,9 +144,25 @@ def write_predictions(path: str, records: Sequence[dict[str, Any]]) -> None:
             f.write(json.dumps(r, sort_keys=True) + "\n")
 
 
+def baseline_rows(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The baselines beside the stages, as table rows: `prior` (the text-only priors, the
+    same for every stage: taken from the first that has them) and `<stage> / <ablation>`."""
+    rows: dict[str, dict[str, Any]] = {}
+    prior = next((s["prior"] for s in stages.values() if "accuracy" in s.get("prior", {})), None)
+    if prior is not None:
+        rows["prior (text only)"] = prior
+    for name, s in stages.items():
+        for kind, figures in s.get("ablations", {}).items():
+            if "accuracy" in figures:
+                rows[f"{name} / {kind}"] = figures
+    return rows
+
+
 def markdown_table(stages: dict[str, dict[str, Any]]) -> str:
-    """Stage x metric table: overall accuracy, per category, grounding figures, lengths."""
-    cats = sorted({c for s in stages.values() for c in s.get("by_category", {})})
+    """Stage x metric table: overall accuracy (with its 95% interval), per category, grounding
+    figures, lengths; then the baselines (`baseline_rows`)."""
+    rows = {**stages, **baseline_rows(stages)}
+    cats = sorted({c for s in rows.values() for c in s.get("by_category", {})})
     extra = [
         k
         for k in (
@@ -155,8 +176,11 @@ def markdown_table(stages: dict[str, dict[str, Any]]) -> str:
     ]
     head = ["stage", "accuracy", *cats, *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, s in stages.items():
-        row = [name, _fmt(s.get("accuracy"))]
+    for name, s in rows.items():
+        accuracy = _fmt(s.get("accuracy"))
+        if s.get("accuracy_ci"):
+            accuracy += " [{:.2f}, {:.2f}]".format(*s["accuracy_ci"])
+        row = [name, accuracy]
         row += [_fmt(s.get("by_category", {}).get(c)) for c in cats]
         row += [_fmt(s.get(k)) for k in extra]
         lines.append("| " + " | ".join(row) + " |")

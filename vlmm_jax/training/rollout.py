@@ -49,20 +49,6 @@ def naive_logp(params, model: Qwen2_5_VL, prompts: dict, completions, group: int
     return _token_logp(out.logits[:, t - 1 : -1], completions, temperature)
 
 
-def shuffle_video_patches(pixels: np.ndarray, grids: np.ndarray, rng: np.random.Generator):
-    """Permutes the temporal patches of every video (T-GRPO's shuffled-frame rollouts).
-
-    Patch rows are grouped by temporal slice (`t` groups of `h * w` rows per video); the slices
-    of each video are permuted, so frame order is destroyed while every frame pair is kept.
-    """
-    out, start = [], 0
-    for t, h, w in np.asarray(grids).reshape(-1, 3):
-        block = pixels[start : start + t * h * w].reshape(t, h * w, -1)
-        out.append(block[rng.permutation(t)].reshape(t * h * w, -1))
-        start += t * h * w
-    return np.concatenate(out)
-
-
 def shuffle_video_frames(
     pixels: np.ndarray, row_items: Sequence[Sequence[tuple]], rngs: Sequence[np.random.Generator]
 ) -> np.ndarray:
