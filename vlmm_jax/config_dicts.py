@@ -85,6 +85,12 @@ def optimizer_defaults(**overrides) -> ml_collections.ConfigDict:
     o.eps = 1e-8
     o.weight_decay = 0.01  # AdamW, matrices only
     o.freeze = ()  # parts to freeze: vision, merger, llm, embeddings, or regexes
+    # part -> factor on the learning rate, first match wins (embeddings before llm), e.g.
+    # --config.optimizer.lr_multipliers.vision=10 for a tower trained from scratch; a recipe
+    # may add regexes over parameter paths as keys
+    o.lr_multipliers = ml_collections.ConfigDict(
+        {"embeddings": 1.0, "vision": 1.0, "merger": 1.0, "llm": 1.0}
+    )
     o.update(overrides)
     return o
 

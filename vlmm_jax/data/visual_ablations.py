@@ -1,5 +1,5 @@
 """What a model sees when its visual input is taken away: the ablations that show whether an
-answer came from the video (`blank`, `shuffled_frames`, `swapped`) and T-GRPO's frame shuffle.
+answer came from the video (`blank`, `shuffled_frames`, `swapped`).
 
 Every ablation keeps the sample's token count and patch grid, so the prompt, positions and
 compiled shapes are those of the real sample; only the pixels change:

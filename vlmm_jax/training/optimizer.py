@@ -1,4 +1,5 @@
-"""Optax optimizer from config: AdamW, warmup + cosine/linear/constant, clipping, frozen parts.
+"""Optax optimizer from config: AdamW, warmup + cosine/linear/constant, clipping, frozen parts,
+per-part learning-rate multipliers.
 
 Frozen parameters get `optax.set_to_zero()`: no optimizer state, and since their updates do not
 depend on the gradients, XLA drops the weight-gradient computation for them.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -68,22 +70,55 @@ def _decay_mask(params):
     )
 
 
+def lr_labels(labels, params, multipliers) -> Any:
+    """`labels` with each trained leaf relabelled `"lr:<key>"` for the first key of
+    `multipliers` (a part of `PARTS` or a regex over parameter paths) its path matches."""
+    patterns = [(key, re.compile(PARTS.get(key, key))) for key in multipliers]
+
+    def relabel(path, label):
+        if label != "train":
+            return label
+        name = path_str(path)
+        return next((f"lr:{key}" for key, p in patterns if p.search(name)), label)
+
+    return jax.tree_util.tree_map_with_path(relabel, labels)
+
+
 def make_optimizer(
     cfg: ml_collections.ConfigDict, params, *, train_only: str | None = None
 ) -> optax.GradientTransformation:
-    """AdamW with clipping and the schedule of `cfg` (`config.optimizer`), frozen parts zeroed."""
-    tx = optax.chain(
-        optax.clip_by_global_norm(cfg.max_grad_norm) if cfg.max_grad_norm else optax.identity(),
-        optax.adamw(
-            schedule(cfg),
+    """AdamW with the schedule of `cfg` (`config.optimizer`): the global norm of the trained
+    gradients clipped, frozen parts zeroed, and parts named in `cfg.lr_multipliers` (a part of
+    `PARTS` or a regex -> a factor) at that multiple of the schedule's learning rate."""
+    multipliers = {k: float(m) for k, m in (cfg.get("lr_multipliers", None) or {}).items()}
+    multipliers = {k: m for k, m in multipliers.items() if m != 1.0}
+    labels = trainable_labels(params, freeze=tuple(cfg.freeze), train_only=train_only)
+    if not any(x == "train" for x in jax.tree.leaves(labels)):
+        raise ValueError(f"optimizer.freeze={tuple(cfg.freeze)} leaves nothing to train")
+    labels = lr_labels(labels, params, multipliers)
+    unused = sorted(set(multipliers) - {x[3:] for x in jax.tree.leaves(labels) if x[:3] == "lr:"})
+    if unused:
+        raise ValueError(
+            f"optimizer.lr_multipliers: {unused} match no trained parameter (parts: "
+            f"{sorted(PARTS)}, or regexes over paths such as 'visual/merger/')"
+        )
+
+    def adamw(factor):
+        lr = schedule(cfg)
+        return optax.adamw(
+            lr if factor == 1 else lambda step: factor * lr(step),
             b1=cfg.b1,
             b2=cfg.b2,
             eps=cfg.eps,
             weight_decay=cfg.weight_decay,
             mask=_decay_mask,
-        ),
+        )
+
+    transforms = {"train": adamw(1), "freeze": optax.set_to_zero()}
+    transforms.update({f"lr:{k}": adamw(float(m)) for k, m in multipliers.items()})
+    trained = jax.tree.map(lambda x: x != "freeze", labels)
+    clip = optax.clip_by_global_norm(cfg.max_grad_norm) if cfg.max_grad_norm else None
+    return optax.chain(
+        optax.masked(clip, trained) if clip else optax.identity(),  # norm of trained leaves
+        optax.multi_transform(transforms, labels),
     )
-    labels = trainable_labels(params, freeze=tuple(cfg.freeze), train_only=train_only)
-    if not any(x == "train" for x in jax.tree.leaves(labels)):
-        raise ValueError(f"optimizer.freeze={tuple(cfg.freeze)} leaves nothing to train")
-    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
