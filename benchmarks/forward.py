@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,12 @@ import numpy as np
 import torch
 import transformers
 
-from vlmm_jax.models import from_pretrained, vision_layout
+if __package__ in (None, ""):  # `python benchmarks/X.py`: the repository root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+from benchmarks.harness import interleaved, per_second  # noqa: E402
+from vlmm_jax.models import from_pretrained, vision_layout  # noqa: E402
 
 VOCAB = 4096
 IMAGE, VIDEO, VSTART, VEND = VOCAB - 2, VOCAB - 1, VOCAB - 4, VOCAB - 3
@@ -86,16 +92,6 @@ def inputs(batch, frames=8, side=112, text=64, seed=0):
     return ids, grids, pixels
 
 
-def timeit(fn, repeats):
-    fn()  # warm-up (compilation for jax)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=4)
@@ -121,7 +117,6 @@ def main():
         ).logits
 
     j_ids, j_pix = jnp.asarray(ids), jnp.asarray(pixels)
-    ours_s = timeit(lambda: forward(params, j_ids, j_pix).block_until_ready(), args.repeats)
     t_in = dict(
         input_ids=torch.from_numpy(ids),
         pixel_values_videos=torch.from_numpy(pixels),
@@ -129,12 +124,21 @@ def main():
         second_per_grid_ts=torch.from_numpy(spg),
         mm_token_type_ids=torch.from_numpy((ids == VIDEO).astype(np.int32) * 2),
     )
-    with torch.no_grad():
-        hf_s = timeit(lambda: hf(**t_in).logits, args.repeats)
-        max_diff = float(
-            np.abs(hf(**t_in).logits.numpy() - np.asarray(forward(params, j_ids, j_pix))).max()
-        )
+
+    def theirs():
+        with torch.no_grad():
+            return hf(**t_in).logits
+
+    timing = interleaved(
+        {
+            "vlmm_jax": lambda: forward(params, j_ids, j_pix).block_until_ready(),
+            "transformers": theirs,
+        },
+        repeats=args.repeats,
+    )
+    max_diff = float(np.abs(theirs().numpy() - np.asarray(forward(params, j_ids, j_pix))).max())
     tokens = ids.size
+    rate = per_second(timing, tokens)
     print(
         json.dumps(
             {
@@ -150,9 +154,9 @@ def main():
                     "batch": args.batch,
                     "tokens_per_row": ids.shape[1],
                 },
-                "vlmm_jax_tokens_per_s": round(tokens / ours_s, 1),
-                "transformers_eager_tokens_per_s": round(tokens / hf_s, 1),
-                "speedup": round(hf_s / ours_s, 3),
+                "tokens_per_s": rate,
+                "speedup_vs_transformers": timing["ratios"]["transformers/vlmm_jax"],
+                "timing": timing,
                 "max_abs_logit_diff": max_diff,
             },
             indent=2,

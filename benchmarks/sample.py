@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -34,10 +35,14 @@ import jax
 import numpy as np
 import torch
 
-from benchmarks.forward import VEND, VIDEO, VOCAB, VSTART
-from benchmarks.forward import hf_model as forward_model
-from vlmm_jax.inference import Sampler, TopK
-from vlmm_jax.models import from_pretrained
+if __package__ in (None, ""):  # `python benchmarks/X.py`: the repository root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.forward import VEND, VIDEO, VOCAB, VSTART  # noqa: E402
+from benchmarks.forward import hf_model as forward_model  # noqa: E402
+from benchmarks.harness import interleaved, per_second  # noqa: E402
+from vlmm_jax.inference import Sampler, TopK  # noqa: E402
+from vlmm_jax.models import from_pretrained  # noqa: E402
 
 EOS = VOCAB - 5
 
@@ -77,22 +82,13 @@ def prompts(batch, text, frames=4, side=112, seed=0):
     }
 
 
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(min(times))
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--text", type=int, default=990, help="text tokens per prompt")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     inputs = prompts(args.prompts, args.text)
     hf = hf_model()
@@ -118,9 +114,6 @@ def main():
     out = ours(True)  # compile + first run
     compile_s = time.perf_counter() - start
     assert int(np.asarray(out.lengths).min()) == args.new_tokens
-    shared_s = timed(lambda: ours(True), args.repeats)
-    ours(False)  # compile the naive shapes
-    naive_s = timed(lambda: ours(False), 1)
 
     t_in = {k: torch.from_numpy(v) for k, v in inputs.items()}
     t_in["mm_token_type_ids"] = torch.from_numpy(
@@ -136,14 +129,23 @@ def main():
         num_return_sequences=args.samples,
         pad_token_id=0,
     )
-    with torch.no_grad():
-        hf_out = hf.generate(**t_in, **gen_kw)  # warm-up (allocator, kernels)
-        assert hf_out.shape == (
-            args.prompts * args.samples,
-            inputs["input_ids"].shape[1] + args.new_tokens,
-        )
-        hf_s = timed(lambda: hf.generate(**t_in, **gen_kw), 1)
 
+    def theirs():
+        with torch.no_grad():
+            return hf.generate(**t_in, **gen_kw)
+
+    assert theirs().shape == (
+        args.prompts * args.samples,
+        inputs["input_ids"].shape[1] + args.new_tokens,
+    )
+    timing = interleaved(
+        {
+            "ours_shared_prefix": lambda: ours(True),
+            "ours_naive": lambda: ours(False),
+            "transformers_generate": theirs,
+        },
+        repeats=args.repeats,
+    )
     new_tokens = args.prompts * args.samples * args.new_tokens
     print(
         json.dumps(
@@ -164,19 +166,13 @@ def main():
                     "sampling": "top-k 50, temperature 1, EOS disabled",
                 },
                 "new_tokens": new_tokens,
-                "seconds": {
-                    "ours_shared_prefix": round(shared_s, 3),
-                    "ours_naive": round(naive_s, 3),
-                    "transformers_generate": round(hf_s, 3),
-                    "ours_first_call_with_compile": round(compile_s, 3),
-                },
-                "tokens_per_s": {
-                    "ours_shared_prefix": round(new_tokens / shared_s, 1),
-                    "ours_naive": round(new_tokens / naive_s, 1),
-                    "transformers_generate": round(new_tokens / hf_s, 1),
-                },
-                "speedup_vs_transformers": round(hf_s / shared_s, 3),
-                "speedup_shared_prefix_vs_naive": round(naive_s / shared_s, 3),
+                "ours_first_call_with_compile_s": round(compile_s, 3),
+                "tokens_per_s": per_second(timing, new_tokens),
+                "speedup_vs_transformers": timing["ratios"][
+                    "transformers_generate/ours_shared_prefix"
+                ],
+                "speedup_shared_prefix_vs_naive": timing["ratios"]["ours_naive/ours_shared_prefix"],
+                "timing": timing,
             },
             indent=2,
         )

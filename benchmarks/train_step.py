@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
+import sys
 import tempfile
 import time
 
@@ -23,14 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks.forward import VIDEO, hf_model, inputs, timeit
-from vlmm_jax.config_dicts import optimizer_defaults
-from vlmm_jax.models import from_pretrained
-from vlmm_jax.models.positions import rope_index, row_vision_inputs
-from vlmm_jax.policy import Policy
-from vlmm_jax.training.optimizer import make_optimizer
-from vlmm_jax.training.sft import train_step
-from vlmm_jax.training.state import TrainState
+if __package__ in (None, ""):  # `python benchmarks/X.py`: the repository root on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.forward import VIDEO, hf_model, inputs  # noqa: E402
+from benchmarks.harness import interleaved, per_second  # noqa: E402
+from vlmm_jax.config_dicts import optimizer_defaults  # noqa: E402
+from vlmm_jax.models import from_pretrained  # noqa: E402
+from vlmm_jax.models.positions import rope_index, row_vision_inputs  # noqa: E402
+from vlmm_jax.policy import Policy  # noqa: E402
+from vlmm_jax.training.optimizer import make_optimizer  # noqa: E402
+from vlmm_jax.training.sft import train_step  # noqa: E402
+from vlmm_jax.training.state import TrainState  # noqa: E402
 
 
 def matmul_peak(n=2048, repeats=5) -> float:
@@ -98,7 +104,6 @@ def main():
         holder["state"], m = step(holder["state"], batch)
         jax.block_until_ready(m)
 
-    ours_s = timeit(ours, args.repeats)
     # PyTorch: the same step on the same batch (loss on all non-visual next tokens).
     hf.train()
     torch_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, weight_decay=0.0)
@@ -117,7 +122,8 @@ def main():
         hf(**t_in).loss.backward()
         torch_opt.step()
 
-    torch_s = timeit(theirs, args.repeats)
+    timing = interleaved({"vlmm_jax": ours, "transformers": theirs}, repeats=args.repeats)
+    ours_s = timing["seconds"]["vlmm_jax"]["median"]
     peak = matmul_peak()
     tokens = ids.size
     print(
@@ -128,9 +134,9 @@ def main():
                 "torch_threads": torch.get_num_threads(),
                 "batch": args.batch,
                 "tokens_per_row": ids.shape[1],
-                "vlmm_jax_tokens_per_s": round(tokens / ours_s, 1),
-                "transformers_tokens_per_s": round(tokens / torch_s, 1),
-                "speedup_vs_transformers": round(torch_s / ours_s, 3),
+                "tokens_per_s": per_second(timing, tokens),
+                "speedup_vs_transformers": timing["ratios"]["transformers/vlmm_jax"],
+                "timing": timing,
                 "step_flops_xla": flops,
                 "matmul_peak_flops": round(peak),
                 "mfu": round(flops / ours_s / peak, 4),
