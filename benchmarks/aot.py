@@ -64,7 +64,8 @@ def largest(report: dict) -> tuple[str, dict] | None:
 
 
 def markdown(results: dict, topologies: list[str]) -> str:
-    """Rows: recipes; columns: slices; cells: peak GiB per chip of the largest program."""
+    """Rows: recipes; columns: slices. A cell that fits gives the peak GiB per chip of the
+    largest program; one that does not names the programs that fail and why."""
     lines = [
         "| recipe | " + " | ".join(topologies) + " |",
         "|---|" + "---|" * len(topologies),
@@ -73,16 +74,30 @@ def markdown(results: dict, topologies: list[str]) -> str:
         cells = []
         for topology in topologies:
             report = per_slice[topology]
+            programs = report.get("programs", {})
+            failed = {k: r for k, r in programs.items() if not r.get("fits", False)}
             top = largest(report)
-            if top is None:
-                cells.append("error")
-                continue
-            name, row = top
-            cell = f"{row['peak_bytes'] / GIB:.1f} / {row['hbm_bytes'] / GIB:.0f} GiB ({name})"
-            failed = [k for k, r in report["programs"].items() if not r.get("fits", False)]
-            cells.append(("fits: " if not failed else "**no**: ") + cell)
+            if not programs:
+                cells.append("error: " + report.get("error", "")[:120])
+            elif failed:
+                cells.append("**no**: " + "; ".join(_why(k, r) for k, r in failed.items()))
+            else:
+                name, row = top
+                cells.append(
+                    f"fits: {row['peak_bytes'] / GIB:.1f} / {row['hbm_bytes'] / GIB:.0f} GiB "
+                    f"({name}, headroom {row['headroom_bytes'] / GIB:.1f})"
+                )
         lines.append(f"| `{recipe}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _why(name: str, row: dict) -> str:
+    if "error" not in row:
+        return f"{name} {row['peak_bytes'] / GIB:.1f} GiB"
+    error = row["error"]
+    if "RESOURCE_EXHAUSTED" in error and "temporaries (" in error:
+        return f"{name} temporaries {error.split('temporaries (')[1].split(')')[0]}"
+    return f"{name} {error.split(':')[0]}"
 
 
 def main(argv=None) -> dict:
