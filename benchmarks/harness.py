@@ -4,7 +4,8 @@ warm-up each, medians and min-max ranges, ratios of medians, and the load averag
 A peer measured while another job steals the cores is not measured side by side: PyTorch's
 eager path slows down under contention far more than XLA's, so a busy machine flatters us.
 Interleaving spreads any drift over both; `busy` flags a run whose 1-minute load average,
-before or after, exceeded half the cores.
+read before the warm-ups (later readings include the benchmark's own load), exceeded half the
+cores; the reading after is recorded too.
 
     from benchmarks.harness import interleaved
     timing = interleaved({"ours": run_ours, "transformers": run_theirs}, repeats=5)
@@ -40,10 +41,10 @@ def interleaved(
     """
     if repeats < 5:
         warnings.warn(f"repeats={repeats}: fewer than 5 interleaved repeats", stacklevel=2)
+    before = load()  # before any of our own work: a 1-minute average lags, and counts it
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
-    before = load()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
@@ -66,11 +67,11 @@ def interleaved(
         for b in contenders
         if a != b
     }
-    busy = max(before, after) > (os.cpu_count() or 1) / 2
+    busy = before > (os.cpu_count() or 1) / 2  # `after` includes the benchmark's own load
     if busy:
         warnings.warn(
-            f"load average {before:.2f} before, {after:.2f} after on {os.cpu_count()} cpus: "
-            "the machine was busy; these figures are not side by side",
+            f"load average {before:.2f} before the run on {os.cpu_count()} cpus: the machine "
+            "was busy; these figures are not side by side",
             stacklevel=2,
         )
     return {

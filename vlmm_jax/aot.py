@@ -301,8 +301,8 @@ def grpo_programs(run: SFTRun) -> list[Program]:
             logps.get("ref_logp") or _rows({"x": ((pb * g.group_size, n), np.float32)}, mesh)["x"]
         )
     if logps:
-        ref = policy if run.lora else _policy(run, params)  # same shapes as the reference
-        progs.append(Program("logp", lambda: grpo.logp_fn.lower(ref, piece), params_bytes))
+        # The reference pass has the policy's shapes (LoRA: the base, adapters off).
+        progs.append(Program("logp", lambda: grpo.logp_fn.lower(policy, piece), params_bytes))
     norms = _replicated(
         {
             "num_global_tokens": np.float32(0),

@@ -56,12 +56,11 @@ class Session:
         self.rules = rules_from_config(config.logical_axis_rules)
         self.model_config = build_model_config(config.model)
         self.data = None  # the prepared dataset (and tokenizer), for sources that need one
-        if not prepare_data:
-            pass
-        elif config.data.source == "synthetic":
+        source = config.data.source if prepare_data else None
+        if source == "synthetic":
             self.data = synthetic_data.prepare(config, self.model_config, workdir)
             self.model_config = self.data.model_config  # vocabulary and ids of its tokenizer
-        elif config.data.source == "annotations":
+        elif source == "annotations":
             self.data = annotation_data.prepare(config, self.model_config, workdir)
             self.model_config = self.data.model_config  # the checkpoint's, with its tokenizer's ids
         self.model = Qwen2_5_VL(self.model_config)

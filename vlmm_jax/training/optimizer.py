@@ -70,7 +70,7 @@ def _decay_mask(params):
     )
 
 
-def lr_labels(labels, params, multipliers) -> Any:
+def lr_labels(labels, multipliers) -> Any:
     """`labels` with each trained leaf relabelled `"lr:<key>"` for the first key of
     `multipliers` (a part of `PARTS` or a regex over parameter paths) its path matches."""
     patterns = [(key, re.compile(PARTS.get(key, key))) for key in multipliers]
@@ -95,7 +95,7 @@ def make_optimizer(
     labels = trainable_labels(params, freeze=tuple(cfg.freeze), train_only=train_only)
     if not any(x == "train" for x in jax.tree.leaves(labels)):
         raise ValueError(f"optimizer.freeze={tuple(cfg.freeze)} leaves nothing to train")
-    labels = lr_labels(labels, params, multipliers)
+    labels = lr_labels(labels, multipliers)
     unused = sorted(set(multipliers) - {x[3:] for x in jax.tree.leaves(labels) if x[:3] == "lr:"})
     if unused:
         raise ValueError(
@@ -115,7 +115,7 @@ def make_optimizer(
         )
 
     transforms = {"train": adamw(1), "freeze": optax.set_to_zero()}
-    transforms.update({f"lr:{k}": adamw(float(m)) for k, m in multipliers.items()})
+    transforms.update({f"lr:{k}": adamw(m) for k, m in multipliers.items()})
     trained = jax.tree.map(lambda x: x != "freeze", labels)
     clip = optax.clip_by_global_norm(cfg.max_grad_norm) if cfg.max_grad_norm else None
     return optax.chain(
