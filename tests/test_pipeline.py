@@ -36,6 +36,14 @@ def test_every_stage_ran_and_reported(finished):
         assert stages[name]["count"] == (2 if name in config.tts else 4), name
         assert os.path.exists(os.path.join(workdir, f"predictions_{name}.jsonl"))
     assert stages["sft_train"]["steps"] == 2 and stages["grpo_train"]["steps"] == 1
+    assert stages["align_train"]["steps"] == 2  # SFT started from the aligned model's export
+    assert os.path.exists(os.path.join(workdir, "align_hf", "model.safetensors"))
+    for stage in ("align_train", "sft_train"):  # the same 4 validation targets per condition
+        loss = stages[stage]["token_loss"]
+        assert loss["blank"]["tokens"] == loss["real"]["tokens"] == loss["swapped"]["tokens"]
+    # Perception targets have no reasoning; the CoT targets hold every class.
+    assert stages["align_train"]["token_loss"]["real"]["tokens"]["answer"] > 20
+    assert min(stages["sft_train"]["token_loss"]["real"]["tokens"].values()) > 0
     assert stages["self_consistency_8"]["compute_per_question"]["samples"] == 4
     assert stages["beam_search_4"]["strategy"].startswith("beam")
     assert os.path.exists(os.path.join(workdir, "sft_hf", "model.safetensors"))
@@ -78,7 +86,7 @@ def test_rerun_does_no_work(finished, capsys):
     }
     assert run_pipeline(config, workdir) == evaluated
     out = capsys.readouterr().out
-    assert out.count("skipping") == len(evaluated) + 2  # + the two training stages
+    assert out.count("skipping") == len(evaluated) + 3  # + align, SFT and GRPO training
     assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics
     for n, mtime in predictions.items():
         assert os.path.getmtime(os.path.join(workdir, f"predictions_{n}.jsonl")) == mtime

@@ -133,6 +133,10 @@ def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.train.eval_batches = 2  # validation batches per eval
     c.train.train_on_prompt = False  # also learn prompt tokens (never visual placeholders)
     c.train.max_consecutive_nan = 5  # stop after this many skipped (non-finite) steps in a row
+    # synthetic data: at the end, over this many validation examples, the loss per token class
+    # (answer, visual words, numbers, template) with the real, blanked and swapped video, and a
+    # linear probe of the vision tower's tokens (eval.token_loss, eval.vision_probe); 0: none
+    c.train.visual_diagnostics = 0
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 50  # steps between saves (and the last step)
@@ -170,6 +174,9 @@ def synthetic_data_defaults(c: ml_collections.ConfigDict) -> None:
             size=112,  # frame side in pixels (8x8 merged tokens per temporal patch)
             fps=4.0,
             difficulty="medium",  # easy | medium | hard
+            tasks=(),  # task families (data.synthetic.TASKS keys); empty: all of them
+            think=True,  # <think> chain of thought in prompts and SFT targets; False: answer only
+            target="task",  # task: each example's question; perception: dense object list (align)
         )
     )
 
@@ -295,7 +302,13 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
     c.job = "pipeline"
     for key in PIPELINE_SHARED:
         c[key] = base[key]
+    c.align = stage_fields(base)  # vision-language alignment on dense perception targets
+    c.align.train.steps = 0  # 0: no alignment stage (SFT starts from scratch)
+    c.align.train.visual_diagnostics = 64
+    c.align.export_hf_dir = ""  # set by the pipeline (WORKDIR/align_hf)
+    c.align.data = ml_collections.ConfigDict({"synthetic": {"target": "perception"}})
     c.sft = stage_fields(base)
+    c.sft.train.visual_diagnostics = 64
     c.sft.export_hf_dir = ""  # set by the pipeline (WORKDIR/sft_hf)
     c.rl = stage_fields(grpo_defaults())
     c.rl.init_from = ""  # set by the pipeline (the SFT export)

@@ -6,7 +6,12 @@ Stages, in order; each is skipped when a previous run of the same workdir finish
 training stage resumes from its latest checkpoint when it was interrupted):
 
   untrained     greedy accuracy of the randomly initialised model (the floor)
-  sft_train     chain-of-thought SFT from scratch (`train_sft`), exported to DIR/sft_hf
+  align_train   vision-language alignment (when `config.align.train.steps` > 0): SFT from
+                scratch on every training video's dense perception target (objects, colours,
+                shapes, grid cells, when each is seen; `data.synthetic.perception`), exported
+                to DIR/align_hf
+  sft_train     chain-of-thought SFT (`train_sft`) from the aligned model, else from scratch,
+                exported to DIR/sft_hf
   sft           greedy accuracy of the SFT model
   grpo_train    GRPO (T-GRPO by default) from the SFT export (`train_grpo`), exported to DIR/grpo_hf
   grpo          greedy accuracy of the GRPO model
@@ -21,10 +26,11 @@ table of the evaluated stages, their baselines and the comparisons and writes it
 DIR/results.md, with the plots DIR/training_curves.png and DIR/tts_compute.png (accuracy
 against generated tokens per question).
 
-A recipe has the shared fields (`seed`, `model`, `data`, `mesh`, ...) once, the SFT and GRPO
-stages' own fields under `config.sft` and `config.rl` (a full SFT / GRPO recipe without the
-shared fields), the evaluation fields under `config.eval` and the TTS strategies as
-`config.tts.<name>` = overrides of `config.eval`.
+A recipe has the shared fields (`seed`, `model`, `data`, `mesh`, ...) once, the alignment, SFT
+and GRPO stages' own fields under `config.align`, `config.sft` and `config.rl` (a full SFT /
+GRPO recipe without the shared fields; a stage may also change some shared fields, as
+`config.align.data.synthetic.target`), the evaluation fields under `config.eval` and the TTS
+strategies as `config.tts.<name>` = overrides of `config.eval`.
 """
 
 from __future__ import annotations
@@ -69,20 +75,23 @@ def _evaluated(workdir: str, name: str) -> bool:
 
 def smoke_size(config: ml_collections.ConfigDict, data_dir: str) -> ml_collections.ConfigDict:
     """`config` shrunk to seconds per stage (tests, notebooks in CI): 24 training videos of 8
-    frames at 56x56, 2 decoder layers, 2 SFT steps, 1 GRPO step, 4 questions per greedy eval
-    and 2 per TTS strategy. The numbers it gives mean nothing. Changes `config` in place."""
+    frames at 56x56, 2 decoder layers, 2 alignment and 2 SFT steps, 1 GRPO step, 4 questions
+    per greedy eval and 2 per TTS strategy. The numbers it gives mean nothing. Changes
+    `config` in place."""
     config.data.dir = data_dir
     s = config.data.synthetic
     s.num_train, s.num_val, s.num_test, s.frames, s.size = 24, 8, 8, 8, 56
     config.data.tokenizer_corpus, config.data.vocab_size, config.data.max_length = 24, 512, 512
     config.data.batch_size = 2
     config.model.num_layers = 2
-    config.sft.train.steps, config.sft.train.eval_every, config.sft.train.eval_batches = 2, 0, 1
+    for stage in (config.align, config.sft):
+        stage.train.steps, stage.train.eval_every, stage.train.eval_batches = 2, 0, 1
+        stage.train.visual_diagnostics = min(stage.train.visual_diagnostics, 4)
     config.rl.train.steps = 1
     g = config.rl.grpo
     g.group_size, g.prompts_per_step, g.max_new_tokens = 2, 2, 8
     g.eval_examples, g.eval_batch_size = 4, 4
-    for stage in (config.sft, config.rl):
+    for stage in (config.align, config.sft, config.rl):
         stage.checkpoint.async_save = False
     config.eval.num_examples, config.eval.max_new_tokens, config.eval.batch_size = 4, 8, 4
     for overrides in config.tts.values():
@@ -131,6 +140,7 @@ def comparison_table(comparisons: dict[str, Any]) -> str:
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Runs (or resumes) every stage; returns the evaluated stages' figures by name."""
     sft_hf, grpo_hf = os.path.join(workdir, "sft_hf"), os.path.join(workdir, "grpo_hf")
+    align_hf = os.path.join(workdir, "align_hf") if config.align.train.steps else ""
 
     def evaluate(name: str, init_from: str, **overrides) -> None:
         if _evaluated(workdir, name):
@@ -143,8 +153,20 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
         )
 
     evaluate("untrained", "", ablations=())  # a random model: its ablations mean nothing
+    if align_hf:
+        align = _recipe(
+            sft_defaults(), config, config.align, stage="align_train", export_hf_dir=align_hf
+        )
+        train_sft(align, workdir)
     train_sft(
-        _recipe(sft_defaults(), config, config.sft, stage="sft_train", export_hf_dir=sft_hf),
+        _recipe(
+            sft_defaults(),
+            config,
+            config.sft,
+            stage="sft_train",
+            init_from=align_hf,
+            export_hf_dir=sft_hf,
+        ),
         workdir,
     )
     evaluate("sft", sft_hf)

@@ -224,7 +224,7 @@ def test_answers_rederived_from_pixels(task, difficulty):
     config = SyntheticConfig(num_train=70, num_val=0, num_test=0, difficulty=difficulty)
     start = TASK_NAMES.index(task)
     for index in range(start, config.num_train, len(TASKS)):
-        ex, frames, fps = generate_example(config, "train", index)
+        ex, frames, fps, _ = generate_example(config, "train", index)
         assert ex.category == task
         derived = derive(ex, frames, fps)
         assert _matches(ex, derived), (ex.question, ex.options, ex.answer, derived)
@@ -240,7 +240,7 @@ def test_shuffling_frames_destroys_order_answers(task):
     rng = np.random.default_rng(0)
     kept, chance = [], []
     for index in range(TASK_NAMES.index(task), config.num_train, len(TASKS)):
-        ex, frames, fps = generate_example(config, "train", index)
+        ex, frames, fps, _ = generate_example(config, "train", index)
         assert derive(ex, frames, fps) == ex.answer
         assert derive(ex, frames[::-1], fps) != ex.answer, ex.question
         for _ in range(5):

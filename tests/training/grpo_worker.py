@@ -6,8 +6,8 @@ multi-process tests).
 
 `prepare(data_dir)` (called by the tests in-process) builds the dataset and its tokenizer once,
 so concurrent workers only read them. The policy starts from a random init, and the reward is a
-plug-in (`completion_parity_test`: the parity of the completion's word count) that varies across
-random completions, so every step has a learning signal. Every record a worker's train
+plug-in (`completion_parity_test`: the parity of the completion's length in characters) that
+varies across random completions, so every step has a learning signal. Every record a worker's train
 pipeline turns into a prompt is appended to `DIR/decoded_<process>.txt`.
 """
 
@@ -23,7 +23,7 @@ from vlmm_jax import rewards
 @rewards.register("completion_parity_test", overwrite=True)
 def completion_parity(completion: str, example) -> float:
     del example
-    return float(len(completion.split()) % 2)
+    return float(len(completion) % 2)  # word counts tie too often: 8 tokens are often 1 word
 
 
 def config(data_dir: str, steps: int = 3, mesh=(1, -1, 1)):

@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 
 from vlmm_jax.data.chat import build_sample, sft_response
-from vlmm_jax.data.synthetic import SyntheticSource, build_synthetic
+from vlmm_jax.data.synthetic import TASKS, SyntheticSource, build_synthetic
+from vlmm_jax.data.synthetic.perception import perception_example
 from vlmm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from vlmm_jax.data.vision_processing import process_video
 from vlmm_jax.models.config import ModelConfig
@@ -25,6 +26,8 @@ class SyntheticData:
     path: str  # the built dataset (pass to SyntheticSource)
     tokenizer: Tokenizer
     model_config: ModelConfig  # vocabulary and special ids set from the tokenizer
+    think: bool = True  # prompts ask for <think> reasoning and SFT targets hold the CoT
+    target: str = "task"  # "task": each example's question; "perception": `perception.describe`
 
     def split(self, name: str) -> SyntheticSource:
         return SyntheticSource(self.path, name)
@@ -42,15 +45,33 @@ def build(data: ml_collections.ConfigDict) -> str:
         size=s.size,
         fps=s.fps,
         difficulty=s.difficulty,
+        tasks=tuple(s.get("tasks") or TASKS),
     )
 
 
+TARGETS = ("task", "perception")
+
+
+def as_target(record, target: str):
+    """The `Example` of `record` for `target`: its own question, or the dense perception one."""
+    if target == "task":
+        return record.example
+    if target == "perception":
+        size = record.frames.shape[1:3]
+        return perception_example(record.example, record.tracks, record.fps, size)
+    raise ValueError(f"data.synthetic.target={target!r}; expected one of {TARGETS}")
+
+
 def corpus(source: SyntheticSource, limit: int) -> list[str]:
-    """Questions, options and target completions of the first `limit` examples."""
+    """Questions, options and target completions (task and perception) of the first `limit`
+    examples: one tokenizer serves the alignment stage and the later ones."""
     texts = []
     for i in range(min(limit, len(source))):
-        ex = source[i].example
+        record = source[i]
+        ex = record.example
         texts += [ex.prompt(think=True), sft_response(ex), *ex.options]
+        seen = as_target(record, "perception")
+        texts += [seen.prompt(think=False), sft_response(seen)]
     return texts
 
 
@@ -66,7 +87,14 @@ def prepare(config: ml_collections.ConfigDict, model_config: ModelConfig, workdi
     vocab = -(-tok.vocab_size // 128) * 128  # a multiple of 128: shards evenly
     text = dataclasses.replace(model_config.text, vocab_size=vocab)
     model_config = model_config.replace(text=text, **tok.model_token_ids())
-    return SyntheticData(path=path, tokenizer=tok, model_config=model_config)
+    s = config.data.synthetic
+    target = s.get("target", "task")
+    if target not in TARGETS:
+        raise ValueError(f"config.data.synthetic.target={target!r}; expected one of {TARGETS}")
+    think = bool(s.get("think", True)) and target == "task"  # perception: answer only
+    return SyntheticData(
+        path=path, tokenizer=tok, model_config=model_config, think=think, target=target
+    )
 
 
 class SyntheticSample:
@@ -76,8 +104,16 @@ class SyntheticSample:
     the answers stay in pixel coordinates of what the model sees.
     """
 
-    def __init__(self, tokenizer: Tokenizer, config: ModelConfig, mode: str = "sft"):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        config: ModelConfig,
+        mode: str = "sft",
+        think: bool = True,
+        target: str = "task",
+    ):
         self.tokenizer, self.config, self.mode = tokenizer, config, mode
+        self.think, self.target = think, target
 
     def visual(self, record, frames=None) -> dict[str, np.ndarray]:
         frames = record.frames if frames is None else frames
@@ -92,7 +128,15 @@ class SyntheticSample:
 
     def __call__(self, record):
         # The frames travel with the record; the example names them so the prompt holds a video.
-        example = dataclasses.replace(record.example, video=f"synthetic/{record.example.id}")
+        example = as_target(record, self.target)
+        example = dataclasses.replace(example, video=f"synthetic/{example.id}")
+        if not self.think:
+            example = dataclasses.replace(example, chain_of_thought=None)
         return build_sample(
-            example, self.tokenizer, self.config, mode=self.mode, visual=self.visual(record)
+            example,
+            self.tokenizer,
+            self.config,
+            mode=self.mode,
+            visual=self.visual(record),
+            think=self.think,
         )

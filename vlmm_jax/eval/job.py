@@ -169,7 +169,7 @@ def _synthetic_data(run: Session, split: str) -> EvalData:
             "second_per_grid_ts": np.array([tps / fps], np.float32),
         }
         example = dataclasses.replace(record.example, video=f"synthetic/{record.example.id}")
-        return build_sample(example, tok, cfg, mode="rl", visual=visual)
+        return build_sample(example, tok, cfg, mode="rl", visual=visual, think=run.data.think)
 
     return EvalData(run.data.split(split), sample, lambda r: r.example, tok, cfg)
 

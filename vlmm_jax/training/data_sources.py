@@ -69,7 +69,9 @@ def synthetic_sft(
             batch_size=host_batch_size(d.batch_size), max_length=d.max_length, packing=d.packing
         ),
         mode="sft",
-        sample_fn=SyntheticSample(data.tokenizer, model_config),
+        sample_fn=SyntheticSample(
+            data.tokenizer, model_config, think=data.think, target=data.target
+        ),
         seed=d.seed,
         shuffle=train,
         num_epochs=None if train else 1,

@@ -52,7 +52,11 @@ def prompt_batches(run: SFTRun, split: str, batch_size: int, *, train: bool):
         )
     d = run.config.data
     if d.source == "synthetic":  # the frames travel with the records
-        decode = {"sample_fn": SyntheticSample(run.data.tokenizer, run.model_config, mode="rl")}
+        decode = {
+            "sample_fn": SyntheticSample(
+                run.data.tokenizer, run.model_config, mode="rl", think=run.data.think
+            )
+        }
     else:  # annotations: the default SampleBuilder decodes the videos
         decode = run.data.pipeline_kwargs()
     # Training: each host reads its block of every global batch. Evaluation: every host reads

@@ -36,8 +36,9 @@ def target_weights(batch, *, train_on_prompt: bool = False, visual_token_ids=())
     return (same_sample & keep).astype(jnp.float32)
 
 
-def micro_batch_sums(params, batch, *, policy: Policy, train_on_prompt: bool):
-    """Forward one micro-batch; returns (ce_sum, {tokens, correct}).
+def target_logprobs(params, batch, *, policy: Policy, train_on_prompt: bool = False):
+    """Forward one `[B, L]` batch; returns `logp [B, L-1]` of each target `input_ids[:, 1:]`,
+    its weight (`target_weights`) and `correct` (the target is the argmax).
 
     The policy runs on `params` as trained (with LoRA adapters, only they get gradients) and
     computes the targets' log-probs with its chunked LM head (`Policy.token_stats`).
@@ -58,8 +59,16 @@ def micro_batch_sums(params, batch, *, policy: Policy, train_on_prompt: bool):
         visual_token_ids=(c.image_token_id, c.video_token_id),
     )
     stats = live.token_stats(out.hidden_states[:, :-1], batch["input_ids"][:, 1:])
-    ce = -jnp.sum(stats["logp"] * w)
-    return ce, {"tokens": jnp.sum(w), "correct": jnp.sum(stats["correct"] * w)}
+    return stats["logp"], w, stats["correct"]
+
+
+def micro_batch_sums(params, batch, *, policy: Policy, train_on_prompt: bool):
+    """Forward one micro-batch; returns (ce_sum, {tokens, correct})."""
+    logp, w, correct = target_logprobs(
+        params, batch, policy=policy, train_on_prompt=train_on_prompt
+    )
+    ce = -jnp.sum(logp * w)
+    return ce, {"tokens": jnp.sum(w), "correct": jnp.sum(correct * w)}
 
 
 def _micro(batch, i):

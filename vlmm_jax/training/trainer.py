@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vlmm_jax.eval.token_loss import visual_diagnostics
 from vlmm_jax.mesh import replicated
 from vlmm_jax.models import save_pretrained
 from vlmm_jax.models.lora import TRAIN_ONLY
@@ -181,6 +182,10 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "eval_token_accuracy": eval_final.get("token_accuracy"),
         "skipped_steps": skipped,
     }
+    if train.get("visual_diagnostics") and config.data.source == "synthetic":
+        figures.update(
+            visual_diagnostics(run.policy, state.params, run.data, train.visual_diagnostics)
+        )
     if jax.process_index() == 0:
         write_stage_results(workdir, config.stage, figures)
     if config.get("export_hf_dir"):

@@ -2,7 +2,7 @@
 
     path = build_synthetic("~/data", num_train=4000, num_val=400, num_test=400)
     source = SyntheticSource(path, "train")      # grain RandomAccessDataSource
-    example, frames, fps = source[0]             # Example, uint8 [F, H, W, 3], frames/s
+    example, frames, fps, tracks = source[0]     # Example, uint8 [F, H, W, 3], frames/s, objects
 
 Storage is a TFDS dataset (`SyntheticVideo`, a `GeneratorBasedBuilder`) written as array_record
 so grain reads it by index; TFDS builds and reads it without TensorFlow installed. Each record is
@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vlmm_jax.data.records import Example
-from vlmm_jax.data.synthetic.render import render_indexed
+from vlmm_jax.data.synthetic.render import Track, render_indexed
 from vlmm_jax.data.synthetic.scene import DIFFICULTIES, Layout
 from vlmm_jax.data.synthetic.tasks import TASKS, Problem
 
-VERSION = "1.0.0"  # Bump when a generator change alters any example.
+VERSION = "1.1.0"  # Bump when a generator change alters any example.
 SPLITS = ("train", "validation", "test")
 SPLIT_BASE = {"train": 0, "validation": 1 << 40, "test": 2 << 40}
 
@@ -122,11 +122,14 @@ class SyntheticRecord(NamedTuple):
       example: the question record (`video` is None: the frames come with it).
       frames: uint8 [F, H, W, 3] rendered video.
       fps: frames per second of `frames` (sets `second_per_grid_ts`).
+      tracks: the scene's objects (colour, shape, radius, centre and visibility per frame), the
+        ground truth of `perception.describe`'s dense targets.
     """
 
     example: Example
     frames: np.ndarray
     fps: float
+    tracks: tuple[Track, ...] = ()
 
 
 def _check_split(split: str) -> None:
@@ -169,8 +172,8 @@ def problem_to_example(problem: Problem, *, id: str, source: str = "") -> Exampl
 
 def generate_example(config: SyntheticConfig, split: str, index: int) -> SyntheticRecord:
     """The `index`-th example of `split` with its rendered frames, without touching disk."""
-    example, indices, palette = _generate_indexed(config, split, index)
-    return SyntheticRecord(example, palette[indices], float(config.fps))
+    example, indices, palette, tracks = _generate_indexed(config, split, index)
+    return SyntheticRecord(example, palette[indices], float(config.fps), tracks)
 
 
 def _generate_indexed(config: SyntheticConfig, split: str, index: int):
@@ -180,7 +183,27 @@ def _generate_indexed(config: SyntheticConfig, split: str, index: int):
         id=f"synthetic/{split}/{index:06d}",
         source=f"synthetic:{config.name}:{split}:{index}",
     )
-    return (example, *render_indexed(problem.scene))
+    return (example, *render_indexed(problem.scene), problem.scene.tracks)
+
+
+def _track_json(track: Track) -> dict[str, Any]:
+    return {
+        "color": track.color,
+        "shape": track.shape,
+        "radius": track.radius,
+        "xy": track.xy.tolist(),
+        "visible": track.visible.astype(int).tolist(),
+    }
+
+
+def _track_from_json(d: dict[str, Any]) -> Track:
+    return Track(
+        color=d["color"],
+        shape=d["shape"],
+        radius=int(d["radius"]),
+        xy=np.asarray(d["xy"], np.int32).reshape(-1, 2),
+        visible=np.asarray(d["visible"], bool),
+    )
 
 
 def target_completion(example: Example) -> str:
@@ -190,8 +213,9 @@ def target_completion(example: Example) -> str:
 
 # ----------------------------------------------------------------------------- storage
 def _encode(config: SyntheticConfig, split: str, index: int) -> dict[str, Any]:
-    example, indices, palette = _generate_indexed(config, split, index)
+    example, indices, palette, tracks = _generate_indexed(config, split, index)
     meta = {
+        "tracks": [_track_json(t) for t in tracks],
         "seed": example_seed(split, index),
         "fps": float(config.fps),
         "shape": list(indices.shape),
@@ -213,13 +237,14 @@ def _decode(features: dict[str, Any]) -> SyntheticRecord:
     shape, fps = tuple(fields.pop("shape")), float(fields.pop("fps"))
     palette = np.asarray(fields.pop("palette"), np.uint8)
     fields.pop("seed")
+    tracks = tuple(_track_from_json(t) for t in fields.pop("tracks"))
     fields["options"] = tuple(fields["options"])
     if fields["timestamps"] is not None:
         fields["timestamps"] = tuple(fields["timestamps"])
     if fields["boxes"] is not None:
         fields["boxes"] = tuple(tuple(b) for b in fields["boxes"])
     indices = np.frombuffer(zlib.decompress(features["video"]), np.uint8).reshape(shape)
-    return SyntheticRecord(Example(**fields), palette[indices], fps)
+    return SyntheticRecord(Example(**fields), palette[indices], fps, tracks)
 
 
 @dataclasses.dataclass
