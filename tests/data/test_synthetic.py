@@ -26,6 +26,8 @@ from vlmm_jax.data.synthetic import (
     target_completion,
 )
 from vlmm_jax.data.synthetic import builder as builder_module
+from vlmm_jax.data.synthetic.render import BACKGROUNDS
+from vlmm_jax.data.vision_processing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from vlmm_jax.rewards import REGISTRY
 
 SMALL = SyntheticConfig(num_train=84, num_val=14, num_test=14)
@@ -160,6 +162,21 @@ def test_deterministic_by_seed():
     assert a.frames.dtype == np.uint8 and a.frames.shape == (16, 112, 112, 3)
     other = SyntheticConfig(num_train=84, num_val=14, num_test=14, seed=1)
     assert generate_example(other, "train", 5).frames.tobytes() != a.frames.tobytes()
+
+
+def test_backgrounds_normalise_to_about_zero():
+    """Background patches must be ~0 once the processor normalises them (near-black ones, at
+    -1.5, drown small objects: benchmarks/visual_pathway.py); easy scenes use the mean itself."""
+    mean, std = 255 * np.asarray(OPENAI_CLIP_MEAN), 255 * np.asarray(OPENAI_CLIP_STD)
+    normalised = (np.asarray(BACKGROUNDS) - mean) / std
+    assert np.abs(normalised).max() < 0.1 and np.abs(normalised[0]).max() < 0.01
+    easy = SyntheticConfig(
+        num_train=8, num_val=1, num_test=1, difficulty="easy", height=56, width=56
+    )
+    for i in range(8):
+        frames = generate_example(easy, "train", i).frames.reshape(-1, 3)
+        colours, counts = np.unique(frames, axis=0, return_counts=True)
+        np.testing.assert_array_equal(colours[counts.argmax()], BACKGROUNDS[0])
 
 
 def test_build_is_byte_identical(tmp_path):

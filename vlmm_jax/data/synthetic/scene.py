@@ -33,6 +33,8 @@ class Difficulty:
       radius: inclusive range of shape radii in pixels.
       max_speed: fastest motion, pixels per frame.
       max_count: most appearances a counting question asks about.
+      backgrounds: the scene's background is one of the first this many `render.BACKGROUNDS`
+        (1: always the normalisation mean, the cleanest input).
       gradient: background brightness ramp amplitude (0: plain background).
       clutter: static grey rectangles under the objects.
     """
@@ -42,14 +44,17 @@ class Difficulty:
     radius: tuple[int, int]
     max_speed: int
     max_count: int
+    backgrounds: int = len(BACKGROUNDS)
     gradient: int = 0
     clutter: int = 0
 
 
 DIFFICULTIES = {
-    "easy": Difficulty(name="easy", num_objects=(2, 3), radius=(11, 14), max_speed=4, max_count=3),
+    "easy": Difficulty(
+        name="easy", num_objects=(2, 3), radius=(11, 14), max_speed=4, max_count=3, backgrounds=1
+    ),
     "medium": Difficulty(
-        name="medium", num_objects=(2, 4), radius=(8, 12), max_speed=5, max_count=4
+        name="medium", num_objects=(2, 4), radius=(8, 12), max_speed=5, max_count=4, backgrounds=3
     ),
     "hard": Difficulty(
         name="hard",
@@ -244,7 +249,7 @@ def sample_scene(
                 height=layout.height,
                 width=layout.width,
                 fps=layout.fps,
-                background=BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
+                background=BACKGROUNDS[int(rng.integers(d.backgrounds))],
                 tracks=tuple(tracks),
                 gradient=d.gradient,
                 clutter=_clutter(rng, layout),
@@ -262,5 +267,5 @@ def _clutter(rng, layout: Layout) -> tuple[tuple[int, int, int, int, int], ...]:
         h = int(rng.integers(layout.height // 8, layout.height // 3))
         x = int(rng.integers(0, layout.width - w))
         y = int(rng.integers(0, layout.height - h))
-        rects.append((x, y, x + w, y + h, int(rng.integers(70, 130))))
+        rects.append((x, y, x + w, y + h, int(rng.integers(40, 80))))  # darker than backgrounds
     return tuple(rects)
