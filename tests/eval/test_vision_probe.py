@@ -64,7 +64,8 @@ def test_probe_of_a_tiny_tower():
         pixels, grid = process_video(record.frames, min_pixels=56 * 56, max_pixels=56 * 56)
         return {"pixel_values_videos": pixels, "video_grid_thw": grid}
 
-    out = probe(model, params, records, sample)
+    samples = [sample(r) for r in records]
+    out = probe(model, params, records, samples)
     assert out["object_tokens"] == 32  # every token of the 4 held-out videos holds an object
     assert out["object_accuracy"] > 2 * out["chance"]  # a random tower keeps colour linear
     assert 0 < out["mean_cosine"] < 1 and out["visual_norm"] > 0 and out["text_norm"] > 0
@@ -73,6 +74,6 @@ def test_probe_of_a_tiny_tower():
     collapsed["visual"]["merger"]["fc2_bias"] = np.ones_like(
         collapsed["visual"]["merger"]["fc2_bias"]
     )
-    out = probe(model, collapsed, records, sample)
+    out = probe(model, collapsed, records, samples)
     assert out["mean_cosine"] == pytest.approx(1.0)
     assert out["object_accuracy"] <= 0.5

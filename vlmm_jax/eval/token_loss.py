@@ -151,7 +151,7 @@ def visual_diagnostics(policy: Policy, params, data, n: int, split: str = "valid
     samples = [make(r) for r in records]
     return {
         "token_loss": token_class_loss(policy, params, samples, data.tokenizer),
-        "vision_probe": probe(policy.model, policy.with_params(params).weights(), records, make),
+        "vision_probe": probe(policy.model, policy.with_params(params).weights(), records, samples),
     }
 
 

@@ -72,9 +72,13 @@ def ridge_probe(x_train, y_train, x_test, classes, l2: float = 1e-2) -> np.ndarr
     return np.asarray(classes)[z.argmax(1)]
 
 
-def probe(model: Qwen2_5_VL, params, records: Sequence[Any], sample) -> dict[str, Any]:
+def probe(
+    model: Qwen2_5_VL, params, records: Sequence[Any], samples: Sequence[dict]
+) -> dict[str, Any]:
     """The figures of the module docstring over `records` (synthetic records with `frames`);
-    `sample(record)` gives its `build_sample` dict (pixels and grid)."""
+    `samples[i]` is the `build_sample` dict of `records[i]` (pixels and grid)."""
+    if len(records) != len(samples):
+        raise ValueError(f"{len(records)} records but {len(samples)} samples")
     if len(records) < 4:
         raise ValueError("the vision probe needs at least 4 videos (half fit, half held out)")
     config = model.config
@@ -83,8 +87,7 @@ def probe(model: Qwen2_5_VL, params, records: Sequence[Any], sample) -> dict[str
         static_argnums=2,
     )
     feats, labels, cosines, norms = [], [], [], []
-    for record in records:
-        s = sample(record)
+    for record, s in zip(records, samples, strict=True):
         grid = tuple(int(g) for g in np.asarray(s["video_grid_thw"]).reshape(-1))
         f = np.asarray(encode(params, s["pixel_values_videos"], (grid,)), np.float64)
         feats.append(f)
