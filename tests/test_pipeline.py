@@ -44,7 +44,10 @@ def test_every_stage_ran_and_reported(finished):
     # Perception targets have no reasoning; the CoT targets hold every class.
     assert stages["align_train"]["token_loss"]["real"]["tokens"]["answer"] > 20
     assert min(stages["sft_train"]["token_loss"]["real"]["tokens"].values()) > 0
-    assert stages["self_consistency_8"]["compute_per_question"]["samples"] == 4
+    assert stages["self_consistency_16"]["compute_per_question"]["samples"] == 4
+    # one run of 4 samples gives SC@1, 2 and 4; adaptive (rounds of 2) its caps 2 and 4
+    assert [r["samples"] for r in stages["self_consistency_16"]["scaling"]] == [1, 2, 4]
+    assert [r["budget"] for r in stages["adaptive_consistency"]["scaling"]] == [2, None]
     assert stages["beam_search_4"]["strategy"].startswith("beam")
     assert os.path.exists(os.path.join(workdir, "sft_hf", "model.safetensors"))
     assert os.path.exists(os.path.join(workdir, "grpo_hf", "model.safetensors"))

@@ -316,10 +316,11 @@ def pipeline_defaults() -> ml_collections.ConfigDict:
     c.eval = eval_defaults().eval
     c.tts = ml_collections.ConfigDict(  # name -> overrides of `eval`: same questions as greedy
         {
-            "self_consistency_8": {"strategy": "self_consistency", "num_samples": 8},
+            # 16 samples: its `scaling` curve (and tts_compute.png) has SC@1, 2, 4, 8, 16
+            "self_consistency_16": {"strategy": "self_consistency", "num_samples": 16},
             "adaptive_consistency": {
                 "strategy": "adaptive_consistency",
-                "num_samples": 8,
+                "num_samples": 16,
                 "round_size": 2,
             },
             "beam_search_4": {"strategy": "beam_search", "beam_width": 4},

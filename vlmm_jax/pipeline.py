@@ -24,7 +24,7 @@ priors and, for SFT and GRPO, the blank / shuffled / swapped-video ablations); `
 holds the paired bootstrap of each pillar against the stage it builds on. The job prints the
 table of the evaluated stages, their baselines and the comparisons and writes it to
 DIR/results.md, with the plots DIR/training_curves.png and DIR/tts_compute.png (accuracy
-against generated tokens per question).
+against samples per question, each TTS strategy at every budget up to its own).
 
 A recipe has the shared fields (`seed`, `model`, `data`, `mesh`, ...) once, the alignment, SFT
 and GRPO stages' own fields under `config.align`, `config.sft` and `config.rl` (a full SFT /
@@ -195,7 +195,7 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     plots.training_curves(
         os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "training_curves.png")
     )
-    plots.accuracy_vs_compute(
+    plots.accuracy_vs_samples(
         {k: v for k, v in evaluated.items() if k == "grpo" or k in config.tts},
         os.path.join(workdir, "tts_compute.png"),
     )

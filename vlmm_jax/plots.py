@@ -1,11 +1,13 @@
-"""PNG plots of a run: training curves from `metrics.jsonl`, accuracy against compute."""
+"""PNG plots of a run: training curves from `metrics.jsonl`, accuracy against samples."""
 
 from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 # (panel title, metric key, splits) of `metrics.jsonl` rows; one line per (stage, split).
 CURVES = (
@@ -16,6 +18,9 @@ CURVES = (
     ("response tokens", "response_tokens", ("train",)),
     ("policy entropy", "entropy", ("train",)),
 )
+# A GRPO stage's (rows with a reward) "loss" is the clipped surrogate of advantages that sum to
+# about zero per group: it says nothing about progress, so it is not drawn.
+RL_HIDDEN = ("loss",)
 
 
 def figure(**kwargs):
@@ -31,25 +36,60 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def training_curves(metrics_path: str, out_path: str) -> list[str]:
-    """One panel per metric of `CURVES` that the run logged; returns the panels drawn."""
+def moving_average(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over the last `window` values (fewer at the start): `out[i]` is the mean
+    of `values[max(0, i - window + 1) : i + 1]`."""
+    x = np.cumsum(np.concatenate([[0.0], np.asarray(values, np.float64)]))
+    i = np.arange(1, len(values) + 1)
+    lo = np.maximum(0, i - window)
+    return (x[i] - x[lo]) / (i - lo)
+
+
+def smoothing_window(points: int) -> int:
+    """Moving-average window of a curve of `points` steps: a fifth of it, 2 to 25 steps."""
+    return int(np.clip(points // 5, 2, 25))
+
+
+def training_curves(metrics_path: str, out_path: str) -> dict[str, list[str]]:
+    """One panel per metric of `CURVES` that the run logged; returns each drawn panel's curves
+    (`"<stage> <split>"` labels).
+
+    Train curves of at least 5 points are drawn raw (faint) under their moving average (bold,
+    `smoothing_window`); eval curves raw. GRPO stages' `RL_HIDDEN` metrics are left out."""
+    rows = read_metrics(metrics_path)
+    rl_stages = {r.get("stage") for r in rows if isinstance(r.get("reward"), (int, float))}
     series: dict[str, dict[str, list[tuple[int, float]]]] = collections.defaultdict(
         lambda: collections.defaultdict(list)
     )
-    for row in read_metrics(metrics_path):
+    for row in rows:
         for title, key, splits in CURVES:
+            if key in RL_HIDDEN and row.get("stage") in rl_stages:
+                continue
             if row.get("split") in splits and isinstance(row.get(key), (int, float)):
                 label = f"{row.get('stage', '?')} {row['split']}"
                 series[title][label].append((row["step"], float(row[key])))
     panels = [t for t, _, _ in CURVES if t in series]
     cols = min(3, max(1, len(panels)))
-    rows = -(-max(1, len(panels)) // cols)
-    fig = figure(figsize=(4.2 * cols, 3.2 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    rows_ = -(-max(1, len(panels)) // cols)
+    fig = figure(figsize=(4.2 * cols, 3.2 * rows_))
+    axes = fig.subplots(rows_, cols, squeeze=False)
     for ax, title in zip(axes.ravel(), panels, strict=False):
         for label, points in series[title].items():
             points.sort()
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=label)
+            steps, values = [p[0] for p in points], [p[1] for p in points]
+            if label.endswith(" train") and len(points) >= 5:
+                (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
+                window = smoothing_window(len(points))
+                smooth = moving_average(values, window)
+                ax.plot(
+                    steps,
+                    smooth,
+                    color=raw.get_color(),
+                    linewidth=2,
+                    label=f"{label} ({window}-step mean)",
+                )
+            else:
+                ax.plot(steps, values, marker="." if len(points) < 5 else None, label=label)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -58,27 +98,42 @@ def training_curves(metrics_path: str, out_path: str) -> list[str]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out_path, dpi=90)
-    return panels
+    return {title: list(series[title]) for title in panels}
 
 
-def tokens_per_question(stage: Mapping[str, Any]) -> float:
-    """Generated tokens per question: a TTS stage's spent compute, else one greedy answer."""
-    spent = stage.get("compute_per_question")
-    return float(spent["tokens"]) if spent else float(stage.get("response_tokens", 0.0))
+def scaling_points(stage: Mapping[str, Any]) -> list[tuple[float, float, float, float]]:
+    """(samples per question, accuracy, ci low, ci high) of a stage: its `scaling` curve (a
+    TTS stage, every budget up to its own), else its one greedy point."""
+    rows = stage.get("scaling") or [
+        {
+            "samples": stage.get("samples_per_question", 1.0),
+            "accuracy": stage["accuracy"],
+            "accuracy_ci": stage.get("accuracy_ci") or [stage["accuracy"]] * 2,
+        }
+    ]
+    points = [
+        (float(r["samples"]), float(r["accuracy"]), *map(float, r["accuracy_ci"])) for r in rows
+    ]
+    return sorted(points)
 
 
-def accuracy_vs_compute(stages: Mapping[str, Mapping[str, Any]], out_path: str) -> None:
-    """Accuracy against generated tokens per question, one labelled point per stage."""
+def accuracy_vs_samples(stages: Mapping[str, Mapping[str, Any]], out_path: str) -> None:
+    """Accuracy (95% bootstrap intervals as error bars) against samples per question (log2):
+    one line per TTS strategy through its budgets 1, 2, 4, ..., one point per greedy stage."""
     fig = figure(figsize=(6.4, 4.4), dpi=90)
     ax = fig.subplots()
     for name, stage in stages.items():
-        x, y = tokens_per_question(stage), float(stage["accuracy"])
-        ax.plot([x], [y], "o")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per question (log)")
-    ax.set_ylabel("accuracy (held-out)")
-    ax.set_title("Test-time scaling: accuracy vs compute")
+        x, y, lo, hi = (list(v) for v in zip(*scaling_points(stage), strict=True))
+        err = [
+            [max(0.0, a - b) for a, b in zip(y, lo, strict=True)],
+            [max(0.0, b - a) for a, b in zip(y, hi, strict=True)],
+        ]
+        ax.errorbar(x, y, yerr=err, fmt="o-" if len(x) > 1 else "s", capsize=3, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("samples per question (log2)")
+    ax.set_ylabel("accuracy (held-out, 95% interval)")
+    ax.set_title("Test-time scaling: accuracy vs samples")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_path)

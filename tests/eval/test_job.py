@@ -119,3 +119,33 @@ def test_self_consistency_from_stage_checkpoint(model_dirs):
     assert saved["compute_per_question"]["samples"] == 2
     assert all(p["samples"] == 2 and len(p["info"]["answers"]) == 2 for p in preds)
     assert all(0 < p["length"] <= 8 for p in preds)
+    # Its scaling curve: SC@1 on the first of the same two samples, then SC@2 itself.
+    curve = saved["scaling"]
+    assert [(r["budget"], r["samples"]) for r in curve] == [(1, 1.0), (None, 2.0)]
+    assert curve[-1]["accuracy"] == saved["accuracy"]
+    assert curve[0]["accuracy"] == np.mean([p["by_budget"]["1"]["score"] for p in preds])
+
+
+def test_scaling_curve_by_hand():
+    from vlmm_jax.eval.job import scaling_curve
+
+    def pred(score, at_1, at_2):
+        spent = {"samples": 4, "tokens": 40, "frames": 8, "prefills": 1}
+        by = {
+            "1": {"score": at_1, "samples": 1, "tokens": 10},
+            "2": {"score": at_2, "samples": 2, "tokens": 30},
+        }
+        return {"score": score, "spent": spent, "by_budget": by}
+
+    preds = [pred(1.0, 0.0, 1.0), pred(1.0, 1.0, 0.0), pred(0.0, 0.0, 0.0), pred(1.0, 0.0, 1.0)]
+    curve = scaling_curve(preds)
+    assert [(r["budget"], r["samples"], r["tokens"], r["accuracy"]) for r in curve] == [
+        (1, 1.0, 10.0, 0.25),
+        (2, 2.0, 30.0, 0.5),
+        (None, 4.0, 40.0, 0.75),
+    ]
+    lo, hi = curve[1]["accuracy_ci"]  # 4 questions: resampled means lie on the grid k / 4
+    assert 0.0 <= lo <= 0.5 <= hi <= 1.0 and (4 * lo).is_integer() and (4 * hi).is_integer()
+    del preds[2]["by_budget"]["2"]
+    with pytest.raises(ValueError, match="budget 2"):
+        scaling_curve(preds)

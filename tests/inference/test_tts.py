@@ -35,6 +35,7 @@ from vlmm_jax.inference.tts import (
     evaluate,
     extract_answer,
     report,
+    smaller_budgets,
     vote,
     vote_counts,
 )
@@ -281,6 +282,67 @@ def test_reward_scorer_calls_a_batched_reward_once(fresh_registries):
     r = BestOfN(n=3, scorer=RewardScorer("tts_judge"))(_question(), Scripted({4: texts}), None)
     assert calls == [3] and r.answer == "B"
     assert r.info["scores"] == [0.0, 1.0, 0.0]  # the NaN scored 0 (and was logged)
+
+
+# ----------------------------------------------------------------------------- smaller budgets
+def test_smaller_budgets():
+    assert smaller_budgets(16) == [1, 2, 4, 8]
+    assert smaller_budgets(16, 2) == [2, 4, 8]
+    assert (
+        smaller_budgets(5) == [1, 2, 4] and smaller_budgets(1) == [] and smaller_budgets(2) == [1]
+    )
+
+
+def test_self_consistency_budgets_vote_on_prefixes_by_hand():
+    """Votes C | C B | C B B A | C B B A A A A A: C, C (a tie goes to the first), B, A; gold B."""
+    texts = _tagged("CBBAAAAA")
+    gold = dict(MC, solution="<answer>B</answer>")
+    (r,) = evaluate(
+        [SelfConsistency(n=8)], [_question(gold)], Scripted({4: texts}), jax.random.key(0)
+    )["self_consistency@8"]
+    assert r.answer == "A" and r.score == 0.0
+    assert {k: (v.answer, v.score) for k, v in r.at_budget.items()} == {
+        1: ("C", 0.0),
+        2: ("C", 0.0),
+        4: ("B", 1.0),
+    }
+    for k, v in r.at_budget.items():  # what k samples cost: their tokens, one shared prefill
+        assert v.spent == Spent(k, sum(len(t) for t in texts[:k]), 4, 1)
+
+
+def test_adaptive_budgets_are_caps_on_the_same_rounds():
+    """AABA is 3-1 (go on), AABAAAAA 7-1 (stop at 8): a cap of 4 stops after round 1."""
+    r = AdaptiveConsistency(round_size=4, max_samples=16)(
+        _question(), Scripted({4: _tagged("AABA" + "A" * 4)}), jax.random.key(0)
+    )
+    assert sorted(r.at_budget) == [4, 8] and r.spent.samples == 8
+    tokens = len(_tagged("A")[0])
+    assert r.at_budget[4].answer == "A" and r.at_budget[4].spent == Spent(4, 4 * tokens, 4, 1)
+    assert r.at_budget[8].answer == "A" and r.at_budget[8].spent == r.spent  # it stopped at 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from("ABCD"), min_size=16, max_size=16), st.randoms())
+def test_a_smaller_budget_is_the_strategy_run_at_that_budget(letters, random):
+    """The independent reference: the same strategy built with the smaller budget, replaying
+    the same samples, gives the same answer and completion."""
+    texts = _tagged(letters)
+    logprobs = {t: -random.random() for t in set(texts)}
+    cases = [
+        (SelfConsistency(n=16), lambda k: SelfConsistency(n=k)),
+        (BestOfN(n=16, scorer=MeanLogProb()), lambda k: BestOfN(n=k, scorer=MeanLogProb())),
+        (
+            AdaptiveConsistency(round_size=2, max_samples=16),
+            lambda k: AdaptiveConsistency(round_size=2, max_samples=k),
+        ),
+    ]
+    for big, small in cases:
+        r = big(_question(), Scripted({4: texts}, logprobs), jax.random.key(0))
+        for k, at in r.at_budget.items():
+            ref = small(k)(_question(), Scripted({4: texts}, logprobs), jax.random.key(0))
+            assert (at.answer, at.completion) == (ref.answer, ref.completion), (big, k)
+            assert at.spent.samples == ref.spent.samples
+            assert at.spent.prefills == ref.spent.prefills
 
 
 def test_evaluate_and_report(tmp_path):

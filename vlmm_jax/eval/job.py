@@ -48,7 +48,13 @@ from vlmm_jax.data.packing import collate_rows, flat_prompt_inputs, round_up
 from vlmm_jax.data.tokenizer import load_tokenizer
 from vlmm_jax.data.vision_processing import process_video
 from vlmm_jax.data.visual_ablations import CannotAblate, ablate
-from vlmm_jax.eval.baselines import fit_priors, paired_bootstrap, prior_records, scores_by_id
+from vlmm_jax.eval.baselines import (
+    bootstrap_ci,
+    fit_priors,
+    paired_bootstrap,
+    prior_records,
+    scores_by_id,
+)
 from vlmm_jax.eval.runner import (
     evaluate,
     greedy_generate,
@@ -64,6 +70,7 @@ from vlmm_jax.models import Qwen2_5_VL, load_params
 from vlmm_jax.models.lora import base_params
 from vlmm_jax.policy import Policy
 from vlmm_jax.results import write_stage_results
+from vlmm_jax.rewards import batch_scores
 from vlmm_jax.session import Session
 
 _log = logging.getLogger(__name__)
@@ -380,7 +387,13 @@ def _scaled(policy: Policy, data: EvalData, n: int, e, seed) -> list[dict[str, A
         tts.Question(ex.to_reward_example(), prompt_of(i), e.num_frames or 0, lenient=lenient)
         for i, ex in enumerate(examples)
     ]
-    results = tts.evaluate([strategy], questions, generator, jax.random.key(seed), progress=True)
+
+    def reward(text, reward_example):  # the vote's and each budget's score, as `score` gives it
+        return float(batch_scores(e.reward, [text], [reward_example])[0][0])
+
+    results = tts.evaluate(
+        [strategy], questions, generator, jax.random.key(seed), score=reward, progress=True
+    )
     out = []
     for ex, res in zip(examples, results[strategy.name], strict=True):
         out.append(
@@ -396,10 +409,38 @@ def _scaled(policy: Policy, data: EvalData, n: int, e, seed) -> list[dict[str, A
                 "samples": res.spent.samples,
                 "spent": res.spent.as_dict(),
                 "info": _jsonable(dict(res.info)),
+                "by_budget": {
+                    str(k): {"score": r.score, **r.spent.as_dict()}
+                    for k, r in sorted(res.at_budget.items())
+                },
                 **score(res.completion, ex, e.reward),
             }
         )
     return out
+
+
+def scaling_curve(preds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracy (with its 95% bootstrap interval) against mean samples and tokens per question,
+    one row per budget: each smaller budget of the strategy (`Result.at_budget`, on the same
+    samples), then its own run (`budget` None)."""
+    budgets = sorted({int(k) for p in preds for k in p.get("by_budget", {})})
+    rows = []
+    for budget in [*budgets, None]:
+        at = [p if budget is None else p["by_budget"].get(str(budget)) for p in preds]
+        if any(a is None for a in at):
+            raise ValueError(f"budget {budget}: missing from some predictions' by_budget")
+        spent = [a["spent"] if budget is None else a for a in at]
+        scores = [float(a["score"]) for a in at]
+        rows.append(
+            {
+                "budget": budget,
+                "samples": float(np.mean([c["samples"] for c in spent])),
+                "tokens": float(np.mean([c["tokens"] for c in spent])),
+                "accuracy": float(np.mean(scores)),
+                "accuracy_ci": list(bootstrap_ci(scores)),
+            }
+        )
+    return rows
 
 
 # ----------------------------------------------------------------------------- the job
@@ -429,6 +470,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         summary["compute_per_question"] = {
             k: float(np.mean([p["spent"][k] for p in preds])) for k in preds[0]["spent"]
         }
+        summary["scaling"] = scaling_curve(preds)
     figures = {
         "model": origin,
         "dataset": e.get("annotations") or f"{config.data.source}:{e.split}",

@@ -24,6 +24,7 @@ from vlmm_jax.inference.tts.strategies import (
     SparseToDense,
     Strategy,
     VerifierScorer,
+    smaller_budgets,
 )
 from vlmm_jax.inference.tts.voting import (
     answer_kind,
@@ -58,6 +59,7 @@ __all__ = [
     "extract_answer",
     "frames_in",
     "report",
+    "smaller_budgets",
     "summarize_results",
     "vote",
     "vote_counts",

@@ -27,7 +27,8 @@ def evaluate(
     score: Score | None = None,
     progress: bool = False,
 ) -> dict[str, list[Result]]:
-    """Runs every strategy on every question; `Result.score = score(result.completion, example)`.
+    """Runs every strategy on every question; `Result.score = score(result.completion, example)`,
+    and the same for each of its `Result.at_budget` results.
 
     The default score reads answers the way the vote did: `rewards.accuracy` (Video-R1's rule
     per `problem_type`, IoU for grounding), or `rewards.accuracy_lenient` for a question with
@@ -41,8 +42,13 @@ def evaluate(
         for q, question in enumerate(bar):
             r = strategy(question, generator, jax.random.fold_in(rng, q))
             fn = score or rewards.REGISTRY["accuracy_lenient" if question.lenient else "accuracy"]
-            value = float(fn(r.completion, question.example))
-            results.append(dataclasses.replace(r, score=value))
+
+            def scored(result: Result, fn=fn, example=question.example) -> Result:
+                value = float(fn(result.completion, example))
+                smaller = {k: scored(v) for k, v in result.at_budget.items()}
+                return dataclasses.replace(result, score=value, at_budget=smaller)
+
+            results.append(scored(r))
         out[strategy.name] = results
     return out
 

@@ -15,6 +15,11 @@ A strategy is a frozen dataclass called as `strategy(question, generator, rng) -
   SparseToDense(frames, n)        Video-RTS: answer from few frames; only where the n samples
                                   disagree, re-encode with more frames and sample again.
 
+Sampling strategies also say what they would have answered with a smaller budget: for each
+power of two below theirs, `Result.at_budget[k]` is the same rule applied to the first k of the
+same samples (an unbiased estimate of the strategy at budget k, as in the scaling curves of
+Brown et al. 2024), so one run of budget 16 draws the accuracy-against-samples curve 1..16.
+
 Answers come from `voting.extract_answer`, strict or `Question.lenient`; `Result.completion` is a
 completion that gave the chosen answer, which is what `report.evaluate` scores with a reward:
 strict keys are what `rewards.accuracy` reads, lenient ones what `accuracy_lenient` reads.
@@ -70,13 +75,39 @@ class Question:
 @dataclasses.dataclass(frozen=True)
 class Result:
     """answer: the chosen (extracted) answer or None; completion: a completion that gave it;
-    spent: the compute used; info: strategy-specific details; score: set by `evaluate`."""
+    spent: the compute used; info: strategy-specific details; score: set by `evaluate`;
+    at_budget: budget k -> the Result of the same rule on the first k samples (see above)."""
 
     answer: Any
     completion: str
     spent: Spent
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     score: float | None = None
+    at_budget: Mapping[int, Result] = dataclasses.field(default_factory=dict)
+
+
+def smaller_budgets(n: int, multiple: int = 1) -> list[int]:
+    """The powers of two below `n` that are multiples of `multiple`: 1, 2, 4, ... < n."""
+    return [1 << i for i in range(max(0, n - 1).bit_length()) if (1 << i) % multiple == 0]
+
+
+def _share(spent: Spent, k: int, n: int) -> Spent:
+    """`k / n` of `spent` (rounded down): the part of a per-sample cost that k samples take."""
+    return Spent(*(v * k // max(1, n) for v in spent.as_dict().values()))
+
+
+def _prefix_spent(
+    spent: Spent, completions: Sequence[Completion], k: int, calls: int = 1, of_calls: int = 1
+) -> Spent:
+    """What the first `k` of `completions` cost: their decoded tokens (`Completion.tokens`
+    keep the stop token, as `Spent.tokens` counts it), and the frames and prefills of the first
+    `calls` of the `of_calls` generation calls."""
+    return Spent(
+        samples=k,
+        tokens=sum(c.num_tokens for c in completions[:k]),
+        frames=spent.frames * calls // of_calls,
+        prefills=spent.prefills * calls // of_calls,
+    )
 
 
 class Strategy(Protocol):
@@ -109,7 +140,11 @@ class SelfConsistency:
 
     def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
         completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
-        return _voted(question, completions, spent)
+        smaller = {
+            k: _voted(question, completions[:k], _prefix_spent(spent, completions, k))
+            for k in smaller_budgets(self.n)
+        }
+        return dataclasses.replace(_voted(question, completions, spent), at_budget=smaller)
 
 
 # ----------------------------------------------------------------------------- best-of-N
@@ -186,10 +221,17 @@ class BestOfN:
     def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
         completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
         scores, extra = self.scorer(question, completions, generator)
-        best = int(np.argmax(np.asarray(scores, np.float64)))
-        text = completions[best].text
-        answer = extract_answer(text, question.example, lenient=question.lenient)
-        return Result(answer, text, spent + extra, {"scores": scores})
+
+        def best_of(k: int, cost: Spent) -> Result:
+            text = completions[int(np.argmax(np.asarray(scores[:k], np.float64)))].text
+            answer = extract_answer(text, question.example, lenient=question.lenient)
+            return Result(answer, text, cost, {"scores": list(scores[:k])})
+
+        smaller = {
+            k: best_of(k, _prefix_spent(spent, completions, k) + _share(extra, k, self.n))
+            for k in smaller_budgets(self.n)
+        }
+        return dataclasses.replace(best_of(self.n, spent + extra), at_budget=smaller)
 
 
 # ----------------------------------------------------------------------------- beam search
@@ -262,7 +304,13 @@ class AdaptiveConsistency:
             _, v1, v2 = vote_counts(_answers(question, completions), kind)
             if self.decisive(v1, v2):
                 break
-        return _voted(question, completions, spent, rounds=rounds, votes=(v1, v2))
+        smaller = {}  # a cap of k samples stops at the same round or at k, same samples
+        for k in smaller_budgets(self.max_samples, self.round_size):
+            m = min(k, len(completions))
+            cost = _prefix_spent(spent, completions, m, -(-m // self.round_size), rounds)
+            smaller[k] = _voted(question, completions[:m], cost)
+        result = _voted(question, completions, spent, rounds=rounds, votes=(v1, v2))
+        return dataclasses.replace(result, at_budget=smaller)
 
 
 # ----------------------------------------------------------------------------- sparse-to-dense
