@@ -247,6 +247,36 @@ def test_answers_rederived_from_pixels(task, difficulty):
         assert _matches(ex, derived), (ex.question, ex.options, ex.answer, derived)
 
 
+GRID = (("top left", "top", "top right"), ("left", "centre", "right"))
+GRID += (("bottom left", "bottom", "bottom right"),)
+
+
+@pytest.mark.parametrize("task", ["attribute", "direction"])
+def test_chain_of_thought_cells_rederived_from_pixels(task):
+    """Where the CoT says an object is first (and last) seen: the time and the 3x3 grid cell
+    of its centre in that frame, read from the pixels; no pixel coordinates."""
+    config = SyntheticConfig(num_train=70, num_val=0, num_test=0, frames=8, height=84, width=84)
+    start = TASK_NAMES.index(task)
+    cell_names = "|".join(c for row in GRID for c in row)
+    for index in range(start, config.num_train, len(TASKS)):
+        ex, frames, fps, _ = generate_example(config, "train", index)
+        cot = ex.chain_of_thought
+        assert not re.search(r"\(\d+, \d+\)", cot), cot
+        if task == "attribute":
+            color = re.search(rf"(?:the ({'|'.join(COLORS)}) object|colour is (\w+))", cot)
+            color = color.group(1) or color.group(2)
+        else:
+            color = _object(ex.question)[0]
+        seen = re.findall(rf"seen at ([\d.]+)s, in the ({cell_names})[.,]", cot)
+        boxes = [(f, b) for f, b in enumerate(_boxes(frames, color)) if b is not None]
+        expected = [boxes[0], boxes[-1]][: len(seen)]
+        assert len(seen) == (1 if task == "attribute" else 2), cot
+        for (seconds, name), (frame, box) in zip(seen, expected, strict=True):
+            x, y = _centre(box)
+            assert float(seconds) == pytest.approx(frame / fps), cot
+            assert name == GRID[int(3 * y // 84)][int(3 * x // 84)], (cot, box)
+
+
 @pytest.mark.parametrize("task", ORDER_TASKS)
 def test_shuffling_frames_destroys_order_answers(task):
     """Reversed frames always give another (or no) answer; shuffled ones do no better than chance.

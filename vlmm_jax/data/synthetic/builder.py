@@ -35,7 +35,7 @@ from vlmm_jax.data.synthetic.render import Track, render_indexed
 from vlmm_jax.data.synthetic.scene import DIFFICULTIES, Layout
 from vlmm_jax.data.synthetic.tasks import TASKS, Problem
 
-VERSION = "1.2.0"  # Bump when a generator change alters any example.
+VERSION = "1.3.0"  # Bump when a generator change alters any example.
 SPLITS = ("train", "validation", "test")
 SPLIT_BASE = {"train": 0, "validation": 1 << 40, "test": 2 << 40}
 

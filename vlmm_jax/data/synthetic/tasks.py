@@ -2,8 +2,10 @@
 
 Each task in `TASKS` draws the scene its question needs (object 0 is the one asked about) and
 returns a `Problem`. The chain of thought cites timestamps and what is seen at them, in the form a
-model can learn to produce; the answer follows the `records.Example` conventions, so
-`vlmm_jax.rewards.REGISTRY["accuracy"]` scores `<answer>{answer}</answer>` 1.0.
+model can learn to produce: where an object is, as the 3x3 grid cell (`perception.CELLS`) that
+one merged visual token covers, except where the answer itself is in pixels (distance, boxes).
+The answer follows the `records.Example` conventions, so `vlmm_jax.rewards.REGISTRY["accuracy"]`
+scores `<answer>{answer}</answer>` 1.0.
 
 | task                 | problem_type       | asks                                     | order |
 | -------------------- | ------------------ | ---------------------------------------- | ----- |
@@ -29,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vlmm_jax.data.synthetic.perception import cell
 from vlmm_jax.data.synthetic.render import COLORS, SHAPES, Scene, Track
 from vlmm_jax.data.synthetic.scene import (
     DIRECTIONS,
@@ -83,6 +86,12 @@ def _at(track: Track, frame: int) -> str:
     return f"({x}, {y})"
 
 
+def _in(track: Track, frame: int, layout: Layout) -> str:
+    """Where the track is at `frame`, as the 3x3 grid cell a merged visual token can show."""
+    x, y = (int(v) for v in track.xy[frame])
+    return f"in the {cell(x, y, layout.width, layout.height)}"
+
+
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -120,7 +129,7 @@ def attribute(rng, layout: Layout, shuffle: bool) -> Problem:
     scene = sample_scene(rng, layout, _others(rng, layout, _num_objects(rng, layout), half))
     target = scene.tracks[0]
     f0 = target.runs()[0][0]
-    seen = f"It is first seen at {_sec(f0, layout)}, centred at {_at(target, f0)}."
+    seen = f"It is first seen at {_sec(f0, layout)}, {_in(target, f0, layout)}."
     if rng.random() < 0.5:
         pool = [t.shape for t in scene.tracks]
         options, letter = _choices(rng, target.shape, pool, shuffle, list(SHAPES))
@@ -194,15 +203,10 @@ def direction(rng, layout: Layout, shuffle: bool) -> Problem:
     track = scene.tracks[0]
     f0, f1 = track.runs()[0]
     options, letter = _choices(rng, way, [], shuffle, list(DIRECTIONS))
-    (x0, y0), (x1, y1) = track.xy[f0].tolist(), track.xy[f1].tolist()
-    if way in ("left", "right"):
-        change = f"Its x goes from {x0} to {x1} while its y stays at {y0}"
-    else:
-        change = f"Its y goes from {y0} to {y1} while its x stays at {x0}"
     cot = (
-        f"The {track.name} is first seen at {_sec(f0, layout)} at ({x0}, {y0}) and last seen at "
-        f"{_sec(f1, layout)} at ({x1}, {y1}). {change}, so it moves "
-        f"{way}: option {letter}."
+        f"The {track.name} is first seen at {_sec(f0, layout)}, {_in(track, f0, layout)}, and "
+        f"last seen at {_sec(f1, layout)}, {_in(track, f1, layout)}. It moves {way}: option "
+        f"{letter}."
     )
     return Problem(
         task="direction",
