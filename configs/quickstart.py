@@ -4,7 +4,7 @@
 
 Builds the synthetic video dataset and a tokenizer, cold-starts a small Video-LMM with
 chain-of-thought SFT, improves it with GRPO from verifiable rewards, and evaluates greedy
-decoding after every stage plus self-consistency@8, adaptive self-consistency and beam search
+decoding after every stage plus self-consistency@16, adaptive self-consistency and beam search
 at the end, all on the held-out test split. Sized for a 2-core CPU in well under 15 minutes;
 `configs/synthetic_benchmark.py` is the same pipeline at the size of the README's table.
 Running it again with the same workdir skips finished stages and resumes an interrupted one.

@@ -56,6 +56,14 @@ def test_every_stage_ran_and_reported(finished):
     ablations = [f"{s} / {k}" for s in ("sft", "grpo") for k in config.eval.ablations]
     assert rows == [*names, "prior (text only)", *ablations]
     assert "ablations" not in stages["untrained"]
+    for stage in ("sft", "grpo"):  # each ablation's answers, question by question
+        for kind in config.eval.ablations:
+            lines = open(os.path.join(workdir, f"predictions_{stage}@{kind}.jsonl"))
+            scores = [json.loads(line)["score"] for line in lines]
+            assert len(scores) == 4 - stages[stage]["ablations"][kind]["skipped"]
+            np.testing.assert_allclose(
+                np.mean(scores), stages[stage]["ablations"][kind]["accuracy"]
+            )
     # Each pillar against the stage it builds on, paired on the same questions.
     comparisons = stages["comparisons"]
     pairs = [("sft", "untrained"), ("grpo", "sft"), *[(t, "grpo") for t in config.tts]]

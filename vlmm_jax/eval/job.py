@@ -22,7 +22,8 @@ bootstrap interval. Beside it (`eval.baselines`): `prior`, the text-only priors 
 training split (`config.eval.priors`), and for greedy `ablations`, the same model with its video
 blanked, its frames shuffled or another example's video (`config.eval.ablations`), with the
 visual reliance acc(real) - acc(blank) per family. Writes
-`predictions_<stage>.jsonl` (one line per example), the summary (overall and by category, plus
+`predictions_<stage>.jsonl` (one line per example; `predictions_<stage>@<ablation>.jsonl` for
+each ablation), the summary (overall and by category, plus
 the compute spent per question) to `results.json` under `config.stage`, and `results.md`: the
 table of every evaluated stage in that `results.json`, so evaluations of successive stages
 (base, SFT, GRPO) into one workdir build one comparison table.
@@ -322,14 +323,17 @@ def _greedy(
     return out, skipped
 
 
-def _ablations(run, policy, data, n, e, preds, real: dict[str, Any]) -> dict[str, Any]:
+def _ablations(run, policy, data, n, e, preds, real: dict[str, Any]):
     """The same model with its visual input ablated: accuracy (with its interval) and per
     family for each `e.ablations`, the paired bootstrap of real minus ablated on the same
-    questions (`vs_real`), and the visual reliance acc(real) - acc(blank) per family."""
+    questions (`vs_real`), and the visual reliance acc(real) - acc(blank) per family; and
+    each ablation's predictions by kind."""
     out: dict[str, Any] = {}
+    predictions: dict[str, list[dict[str, Any]]] = {}
     real_scores = scores_by_id(preds)
     for kind in e.ablations:
         records, skipped = _greedy(run, policy, data, n, e, ablation=kind)
+        predictions[kind] = records
         summary = summarize(records)
         out[kind] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
         out[kind]["skipped"] = len(skipped)
@@ -346,7 +350,7 @@ def _ablations(run, policy, data, n, e, preds, real: dict[str, Any]) -> dict[str
                 if c in real["by_category"]
             },
         }
-    return out
+    return out, predictions
 
 
 def _priors(run, data: EvalData, n: int, e) -> dict[str, Any]:
@@ -464,8 +468,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     summary = summarize(preds)
     if e.priors:
         summary["prior"] = _priors(run, data, n, e)
+    ablated: dict[str, list[dict[str, Any]]] = {}  # kind -> predictions
     if e.strategy == "greedy" and e.ablations:
-        summary["ablations"] = _ablations(run, policy, data, n, e, preds, summary)
+        summary["ablations"], ablated = _ablations(run, policy, data, n, e, preds, summary)
     if preds and "spent" in preds[0]:
         summary["compute_per_question"] = {
             k: float(np.mean([p["spent"][k] for p in preds])) for k in preds[0]["spent"]
@@ -479,6 +484,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     }
     if jax.process_index() == 0:
         write_predictions(os.path.join(workdir, f"predictions_{config.stage}.jsonl"), preds)
+        for kind, records in ablated.items():
+            name = f"predictions_{config.stage}@{kind}.jsonl"
+            write_predictions(os.path.join(workdir, name), records)
         path = write_stage_results(workdir, config.stage, figures)
         with open(path) as f:
             stages = json.load(f)["stages"]
