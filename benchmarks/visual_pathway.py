@@ -13,7 +13,11 @@ prior has all three equal (at or below ln 8). Prints JSON, one run per backgroun
              processor normalises them): small objects are drowned, the model ignores the video
   synthetic  `render.BACKGROUNDS`, tints near the normalisation mean (patches ~0)
 
-    python benchmarks/visual_pathway.py [--backgrounds dark,synthetic] [--radii 6] [--size 84]
+`--objects K` (K > 1) puts K shapes of distinct colours in each clip and asks for the colour of
+one named by its shape ("What colour is the triangle?"): the model must bind colour to shape,
+as the synthetic attribute task asks (which then also maps the colour to an option letter).
+
+    python benchmarks/visual_pathway.py [--backgrounds dark,synthetic] [--radii 6] [--objects 1]
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from vlmm_jax.data.packing import collate_rows, round_up  # noqa: E402
 from vlmm_jax.data.pipeline import batch_arrays  # noqa: E402
 from vlmm_jax.data.records import Example  # noqa: E402
 from vlmm_jax.data.synthetic.builder import SyntheticRecord  # noqa: E402
-from vlmm_jax.data.synthetic.render import BACKGROUNDS, COLORS, stencil  # noqa: E402
+from vlmm_jax.data.synthetic.render import BACKGROUNDS, COLORS, SHAPES, stencil  # noqa: E402
 from vlmm_jax.data.synthetic_data import SyntheticSample  # noqa: E402
 from vlmm_jax.data.tokenizer import train_tokenizer  # noqa: E402
 from vlmm_jax.eval.token_loss import token_class_loss  # noqa: E402
@@ -58,22 +62,38 @@ PALETTES = {
 }
 
 
-def clip(rng: np.random.Generator, frames: int, size: int, radius: int, backgrounds):
-    """(colour, uint8 [frames, size, size, 3]): one static square of side 2 * radius + 1."""
-    colour = NAMES[rng.integers(len(NAMES))]
+def question(objects: int, shape: str) -> str:
+    return QUESTION if objects == 1 else f"What colour is the {shape}?"
+
+
+def clip(rng: np.random.Generator, frames: int, size: int, radius: int, backgrounds, objects=1):
+    """(question, colour, uint8 [frames, size, size, 3]): `objects` static shapes of distinct
+    colours and shapes (squares when there is one), not overlapping; the question asks for
+    the colour of the first, by its shape when there are several."""
+    if objects == 1:  # the draws of the single-square runs quoted in the README
+        colours = [int(rng.integers(len(NAMES)))]
+    else:
+        colours = [int(c) for c in rng.choice(len(NAMES), objects, replace=False)]
+    shapes = ["square"] if objects == 1 else list(rng.choice(SHAPES, objects, replace=False))
     video = np.empty((frames, size, size, 3), np.uint8)
     video[:] = backgrounds[rng.integers(len(backgrounds))]
-    x, y = rng.integers(radius, size - radius, 2)
-    mask = stencil("square", radius)
-    video[:, y - radius : y + radius + 1, x - radius : x + radius + 1][:, mask] = COLORS[colour]
-    return colour, video
+    placed: list[np.ndarray] = []
+    while len(placed) < objects:  # rejection: boxes at least one pixel apart
+        xy = rng.integers(radius, size - radius, 2)
+        if all(np.abs(xy - other).max() > 2 * radius + 1 for other in placed):
+            placed.append(xy)
+    for (x, y), c, shape in zip(placed, colours, shapes, strict=True):
+        mask = stencil(shape, radius)
+        box = video[:, y - radius : y + radius + 1, x - radius : x + radius + 1]
+        box[:, mask] = COLORS[NAMES[c]]
+    return question(objects, shapes[0]), NAMES[colours[0]], video
 
 
 def samples(make: SyntheticSample, rng, n: int, args, radius: int, backgrounds):
     out = []
     for i in range(n):
-        colour, video = clip(rng, args.frames, args.size, radius, backgrounds)
-        example = Example(id=str(i), question=QUESTION, answer=colour, problem_type="free-form")
+        asked, colour, video = clip(rng, args.frames, args.size, radius, backgrounds, args.objects)
+        example = Example(id=str(i), question=asked, answer=colour, problem_type="free-form")
         out.append(make(SyntheticRecord(example, video, 4.0)))
     return out
 
@@ -86,7 +106,8 @@ def batch(rows_of_samples, config, pad_id: int) -> dict:
 
 
 def run(args, background: str, radius: int) -> dict:
-    tok = train_tokenizer([f"<answer>{c}</answer>" for c in NAMES] * 4 + [QUESTION] * 4, 512)
+    questions = [question(args.objects, shape) for shape in SHAPES]
+    tok = train_tokenizer([f"<answer>{c}</answer>" for c in NAMES] * 4 + questions * 4, 512)
     model_config = build_model_config(synthetic_model())
     text = dataclasses.replace(model_config.text, vocab_size=512)
     model_config = model_config.replace(text=text, **tok.model_token_ids())
@@ -124,6 +145,9 @@ def main() -> None:
     p.add_argument("--radii", default="6", help="square half-sides in pixels")
     p.add_argument("--size", type=int, default=84, help="frame side in pixels")
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument(
+        "--objects", type=int, default=1, help="shapes per clip (>1: 'What colour is the X?')"
+    )
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--batch", type=int, default=8, help="clips per step")
     p.add_argument("--lr", type=float, default=1e-3)

@@ -49,3 +49,30 @@ def test_both_spellings_import(script):
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "usage" in proc.stdout
+
+
+def _cropped(mask):
+    import numpy as np
+
+    ys, xs = np.nonzero(mask)
+    return mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def test_visual_pathway_clips_bind_the_asked_colour_to_the_named_shape():
+    """Several objects: distinct colours, and the asked colour's pixels are exactly the stencil
+    of the shape the question names (so the colour cannot be read without the shape)."""
+    import numpy as np
+
+    from benchmarks.visual_pathway import NAMES, QUESTION, clip
+    from vlmm_jax.data.synthetic.render import BACKGROUNDS, COLORS, SHAPES, stencil
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        asked, colour, video = clip(rng, 2, 84, 6, BACKGROUNDS[:1], objects=3)
+        shape = asked.removeprefix("What colour is the ").removesuffix("?")
+        assert shape in SHAPES
+        present = [c for c in NAMES if (video[0] == COLORS[c]).all(-1).any()]
+        assert len(present) == 3 and colour in present
+        mask = (video[0] == COLORS[colour]).all(-1)
+        np.testing.assert_array_equal(_cropped(mask), _cropped(stencil(shape, 6)))
+    assert clip(rng, 2, 84, 6, BACKGROUNDS[:1])[0] == QUESTION  # one square: the plain question
