@@ -10,11 +10,11 @@ from vlmm_jax import plots
 
 def test_moving_average_by_hand():
     values = [1.0, 3.0, 2.0, 6.0, 4.0]
-    np.testing.assert_allclose(plots.moving_average(values, 2), [1.0, 2.0, 2.5, 4.0, 5.0])
-    np.testing.assert_allclose(plots.moving_average(values, 3), [1.0, 2.0, 2.0, 11 / 3, 4.0])
-    np.testing.assert_allclose(plots.moving_average(values, 1), values)
-    assert plots.smoothing_window(20) == 4 and plots.smoothing_window(3) == 2
-    assert plots.smoothing_window(1000) == 25
+    np.testing.assert_allclose(plots.moving_average(values, 1), [2.0, 2.0, 11 / 3, 4.0, 5.0])
+    np.testing.assert_allclose(plots.moving_average(values, 2), [2.0, 3.0, 3.2, 15 / 4, 4.0])
+    np.testing.assert_allclose(plots.moving_average(values, 0), values)
+    assert plots.smoothing_half_width(20) == 2 and plots.smoothing_half_width(3) == 1
+    assert plots.smoothing_half_width(1000) == 12
 
 
 def test_training_curves_leave_out_the_grpo_loss(tmp_path):

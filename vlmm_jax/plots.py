@@ -36,18 +36,18 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def moving_average(values: Sequence[float], window: int) -> np.ndarray:
-    """Trailing mean over the last `window` values (fewer at the start): `out[i]` is the mean
-    of `values[max(0, i - window + 1) : i + 1]`."""
+def moving_average(values: Sequence[float], half: int) -> np.ndarray:
+    """Centred mean over `2 * half + 1` values, shrinking at the ends: `out[i]` is the mean of
+    `values[max(0, i - half) : i + half + 1]` (no lag, unlike a trailing mean)."""
     x = np.cumsum(np.concatenate([[0.0], np.asarray(values, np.float64)]))
-    i = np.arange(1, len(values) + 1)
-    lo = np.maximum(0, i - window)
-    return (x[i] - x[lo]) / (i - lo)
+    i = np.arange(len(values))
+    lo, hi = np.maximum(0, i - half), np.minimum(len(values), i + half + 1)
+    return (x[hi] - x[lo]) / (hi - lo)
 
 
-def smoothing_window(points: int) -> int:
-    """Moving-average window of a curve of `points` steps: a fifth of it, 2 to 25 steps."""
-    return int(np.clip(points // 5, 2, 25))
+def smoothing_half_width(points: int) -> int:
+    """Half-width of a curve's moving average: a tenth of its points, 1 to 12 steps."""
+    return int(np.clip(points // 10, 1, 12))
 
 
 def training_curves(metrics_path: str, out_path: str) -> dict[str, list[str]]:
@@ -55,7 +55,7 @@ def training_curves(metrics_path: str, out_path: str) -> dict[str, list[str]]:
     (`"<stage> <split>"` labels).
 
     Train curves of at least 5 points are drawn raw (faint) under their moving average (bold,
-    `smoothing_window`); eval curves raw. GRPO stages' `RL_HIDDEN` metrics are left out."""
+    `smoothing_half_width`); eval curves raw. GRPO stages' `RL_HIDDEN` metrics are left out."""
     rows = read_metrics(metrics_path)
     rl_stages = {r.get("stage") for r in rows if isinstance(r.get("reward"), (int, float))}
     series: dict[str, dict[str, list[tuple[int, float]]]] = collections.defaultdict(
@@ -79,14 +79,14 @@ def training_curves(metrics_path: str, out_path: str) -> dict[str, list[str]]:
             steps, values = [p[0] for p in points], [p[1] for p in points]
             if label.endswith(" train") and len(points) >= 5:
                 (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
-                window = smoothing_window(len(points))
-                smooth = moving_average(values, window)
+                half = smoothing_half_width(len(points))
+                smooth = moving_average(values, half)
                 ax.plot(
                     steps,
                     smooth,
                     color=raw.get_color(),
                     linewidth=2,
-                    label=f"{label} ({window}-step mean)",
+                    label=f"{label} ({2 * half + 1}-step mean)",
                 )
             else:
                 ax.plot(steps, values, marker="." if len(points) < 5 else None, label=label)
