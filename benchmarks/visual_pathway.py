@@ -3,8 +3,9 @@
 The easiest visual question there is: one square of one of the 8 synthetic colours on a plain
 background, "What colour is the object?", answer the colour word. The synthetic recipes' model
 (4 decoder layers of width 128, a 2-block vision tower) trains from random weights with the SFT
-train step on fresh clips; every `--eval-every` steps, the loss of the colour word on 64 held-out
-clips with the real, blanked and swapped video (`eval.token_loss`). Uniform guessing is ln 8.
+train step on batches drawn from `--train-clips` clips (512); every `--eval-every` steps, the
+loss of the colour word on 64 held-out clips with the real, blanked and swapped video
+(`eval.token_loss`). Uniform guessing is ln 8.
 
 A model that reads the video has real << blank, swapped; a model that learned only the answer
 prior has all three equal (at or below ln 8). Prints JSON, one run per background x radius:
@@ -115,7 +116,7 @@ def run(args, background: str, radius: int) -> dict:
     policy = Policy(model=model)
     make = SyntheticSample(tok, model_config, think=False)
     palette = PALETTES[background]
-    train = samples(make, np.random.default_rng(0), 512, args, radius, palette)
+    train = samples(make, np.random.default_rng(0), args.train_clips, args, radius, palette)
     held_out = samples(make, np.random.default_rng(1), 64, args, radius, palette)
 
     opt = optimizer_defaults()
@@ -149,6 +150,7 @@ def main() -> None:
         "--objects", type=int, default=1, help="shapes per clip (>1: 'What colour is the X?')"
     )
     p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--train-clips", type=int, default=512, help="training set size")
     p.add_argument("--batch", type=int, default=8, help="clips per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=50)
