@@ -17,8 +17,9 @@ A strategy is a frozen dataclass called as `strategy(question, generator, rng) -
 
 Sampling strategies also say what they would have answered with a smaller budget: for each
 power of two below theirs, `Result.at_budget[k]` is the same rule applied to the first k of the
-same samples (an unbiased estimate of the strategy at budget k, as in the scaling curves of
-Brown et al. 2024), so one run of budget 16 draws the accuracy-against-samples curve 1..16.
+same samples. The first k of n i.i.d. samples are a draw of k samples, so this estimates the
+strategy's accuracy at budget k without bias (the points of one curve share their samples), and
+one run of budget 16 draws the accuracy-against-samples curve 1, 2, 4, 8, 16.
 
 Answers come from `voting.extract_answer`, strict or `Question.lenient`; `Result.completion` is a
 completion that gave the chosen answer, which is what `report.evaluate` scores with a reward:
