@@ -56,12 +56,12 @@ def training_curves(metrics_path: str, out_path: str) -> dict[str, list[str]]:
 
     Train curves of at least 5 points are drawn raw (faint) under their moving average (bold,
     `smoothing_half_width`); eval curves raw. GRPO stages' `RL_HIDDEN` metrics are left out."""
-    rows = read_metrics(metrics_path)
-    rl_stages = {r.get("stage") for r in rows if isinstance(r.get("reward"), (int, float))}
+    metrics = read_metrics(metrics_path)
+    rl_stages = {r.get("stage") for r in metrics if isinstance(r.get("reward"), (int, float))}
     series: dict[str, dict[str, list[tuple[int, float]]]] = collections.defaultdict(
         lambda: collections.defaultdict(list)
     )
-    for row in rows:
+    for row in metrics:
         for title, key, splits in CURVES:
             if key in RL_HIDDEN and row.get("stage") in rl_stages:
                 continue
@@ -70,9 +70,9 @@ def training_curves(metrics_path: str, out_path: str) -> dict[str, list[str]]:
                 series[title][label].append((row["step"], float(row[key])))
     panels = [t for t, _, _ in CURVES if t in series]
     cols = min(3, max(1, len(panels)))
-    rows_ = -(-max(1, len(panels)) // cols)
-    fig = figure(figsize=(4.2 * cols, 3.2 * rows_))
-    axes = fig.subplots(rows_, cols, squeeze=False)
+    rows = -(-max(1, len(panels)) // cols)
+    fig = figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, title in zip(axes.ravel(), panels, strict=False):
         for label, points in series[title].items():
             points.sort()

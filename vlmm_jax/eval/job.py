@@ -32,6 +32,7 @@ table of every evaluated stage in that `results.json`, so evaluations of success
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ from vlmm_jax.eval.runner import (
     evaluate,
     greedy_generate,
     markdown_table,
+    reward_score,
     score,
     summarize,
     write_predictions,
@@ -71,7 +73,6 @@ from vlmm_jax.models import Qwen2_5_VL, load_params
 from vlmm_jax.models.lora import base_params
 from vlmm_jax.policy import Policy
 from vlmm_jax.results import write_stage_results
-from vlmm_jax.rewards import batch_scores
 from vlmm_jax.session import Session
 
 _log = logging.getLogger(__name__)
@@ -391,10 +392,7 @@ def _scaled(policy: Policy, data: EvalData, n: int, e, seed) -> list[dict[str, A
         tts.Question(ex.to_reward_example(), prompt_of(i), e.num_frames or 0, lenient=lenient)
         for i, ex in enumerate(examples)
     ]
-
-    def reward(text, reward_example):  # the vote's and each budget's score, as `score` gives it
-        return float(batch_scores(e.reward, [text], [reward_example])[0][0])
-
+    reward = functools.partial(reward_score, e.reward)  # each budget scored as `score` does
     results = tts.evaluate(
         [strategy], questions, generator, jax.random.key(seed), score=reward, progress=True
     )

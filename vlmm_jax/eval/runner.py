@@ -49,12 +49,18 @@ def greedy_generate(
     return generate
 
 
+def reward_score(reward: str, completion: str, reward_example) -> float:
+    """The `reward` of one completion against a reward example (`Example.to_reward_example`);
+    a reward that fails scores 0 (`rewards.batch_scores`)."""
+    return float(batch_scores(reward, [completion], [reward_example])[0][0])
+
+
 def score(completion: str, example, reward: str = "accuracy") -> dict[str, Any]:
-    """The `reward` (default `accuracy`), format flag and (temporal grounding) IoU of one
-    completion; a reward that fails scores 0 (`rewards.batch_scores`)."""
+    """The `reward` (default `accuracy`, `reward_score`), format flag and (temporal grounding)
+    IoU of one completion."""
     reward_example = example.to_reward_example()
     out = {
-        "score": float(batch_scores(reward, [completion], [reward_example])[0][0]),
+        "score": reward_score(reward, completion, reward_example),
         "format": REGISTRY["format"](completion, reward_example),
         "prediction": answers.answer_span(completion),
     }
