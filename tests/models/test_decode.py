@@ -145,3 +145,42 @@ def test_identical_items_run_as_a_batch():
     np.testing.assert_allclose(
         np.asarray(logits(batched))[mask], np.asarray(single)[mask], atol=1e-5
     )
+
+
+def test_one_query_attention_matches_numpy():
+    """A decode step's attention (one query per row, the XLA decode form) against a NumPy
+    transcription of masked softmax attention: left padding (segment 0), a row whose query
+    segment matches no key (zeros out), causal slots after the query ignored, GQA."""
+    from vlmm_jax.models.attention import attention
+
+    rng = np.random.default_rng(0)
+    b, s, n, kh, h = 3, 10, 4, 2, 8
+    q = rng.normal(size=(b, 1, n, h)).astype(np.float32)
+    k, v = rng.normal(size=(2, b, s, kh, h)).astype(np.float32)
+    kv_seg = np.ones((b, s), np.int32)
+    kv_seg[0, :3] = 0  # left padding
+    q_seg = np.array([[1], [1], [2]], np.int32)  # row 2 sees no key of its segment
+    q_pos = np.array([[7], [9], [9]], np.int32)  # row 0: slots 8 and 9 lie in its future
+    kv_pos = np.broadcast_to(np.arange(s, dtype=np.int32), (b, s))
+    got = attention(
+        jnp.asarray(q),
+        jnp.asarray(k),
+        jnp.asarray(v),
+        segment_ids=jnp.asarray(q_seg),
+        kv_segment_ids=jnp.asarray(kv_seg),
+        causal=True,
+        q_positions=jnp.asarray(q_pos),
+        kv_positions=jnp.asarray(kv_pos),
+    )
+    want = np.zeros_like(q)
+    for r in range(b):
+        visible = (kv_seg[r] == q_seg[r, 0]) & (kv_seg[r] != 0) & (kv_pos[r] <= q_pos[r, 0])
+        for head in range(n):
+            if not visible.any():
+                continue
+            kv_head = head // (n // kh)
+            logits = k[r, visible, kv_head] @ q[r, 0, head] / np.sqrt(h)
+            p = np.exp(logits - logits.max())
+            want[r, 0, head] = (p / p.sum()) @ v[r, visible, kv_head]
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+    assert not want[2].any()

@@ -2,7 +2,10 @@
 
 The cache is a plain pytree (see `init_cache`); a call with `cache` writes its `T` new keys and
 values at slot `cache["index"]` and returns the updated cache, so prefill (T = prompt length) and
-decode (T = 1) are the same code path.
+decode (T = 1) are the same code path. The stacked `[L, ...]` keys and values ride through the
+layers as part of the carry: layer l writes its T new slots in place (`dynamic_update_slice` at
+`(l, :, index)`) and attends to its own slice, so a decode step moves T slots per layer, not a
+copy of the cache (inside the sampler's while loop the cache buffer is updated in place).
 """
 
 from __future__ import annotations
@@ -62,11 +65,13 @@ class DecoderLayer(nn.Module):
     param_dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x, layer_cache, cos, sin, q_seg, kv_seg, q_slots, kv_slots):
-        """x `[B, T, D]`; layer_cache {k, v: `[B, S, K, H]`} or None.
+    def __call__(self, carry, layer, cos, sin, q_seg, kv_seg, q_slots, kv_slots):
+        """carry: (x `[B, T, D]`, the stacked cache {k, v: `[L, B, S, K, H]`} or None); `layer`:
+        this layer's index l (int32 scalar).
 
-        Returns (x, this step's {k, v} `[B, T, K, H]` to write into the cache, or None).
+        Returns ((x, the cache with this step's keys and values written at `(l, :, slot)`), None).
         """
+        x, kv_cache = carry
         t = self.config.text
         n, k_heads, h, d = t.num_heads, t.num_kv_heads, t.resolved_head_dim, t.hidden_size
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -83,15 +88,17 @@ class DecoderLayer(nn.Module):
         v = jnp.einsum("BTD,DKH->BTKH", y, wv.astype(self.dtype)) + bv.astype(self.dtype)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = constrain(q, ("batch", "length", "heads", "head_dim"))
-        new_kv = None
-        if layer_cache is not None:  # attend to the cache with this step's keys written in
-            new_kv = {"k": k.astype(layer_cache["k"].dtype), "v": v.astype(layer_cache["v"].dtype)}
-            start = (0, q_slots[0, 0], 0, 0)
-            k = jax.lax.dynamic_update_slice(layer_cache["k"], new_kv["k"], start).astype(
-                self.dtype
-            )
-            v = jax.lax.dynamic_update_slice(layer_cache["v"], new_kv["v"], start).astype(
-                self.dtype
+        if kv_cache is not None:  # write this step's slots in place, attend to the layer's slice
+            at = (layer, 0, q_slots[0, 0], 0, 0)
+            kv_cache = {  # [B, T, K, H] at (l, :, slot)
+                name: jax.lax.dynamic_update_slice(buf, new[None].astype(buf.dtype), at)
+                for (name, buf), new in zip(kv_cache.items(), (k, v), strict=True)
+            }
+            k, v = (  # this layer's [B, S, K, H]
+                jax.lax.dynamic_index_in_dim(kv_cache[name], layer, keepdims=False).astype(
+                    self.dtype
+                )
+                for name in ("k", "v")
             )
         o = attention(
             q,
@@ -108,7 +115,7 @@ class DecoderLayer(nn.Module):
         x = x + jnp.einsum("BTNH,NHD->BTD", o, wo.astype(self.dtype))
         y = RMSNorm(t.rms_norm_eps, name="post_attention_norm", **kw)(x)
         x = x + GatedMLP(t.intermediate_size, name="mlp", **kw)(y)
-        return constrain(x, ("batch", "length", "embed")), new_kv
+        return (constrain(x, ("batch", "length", "embed")), kv_cache), None
 
 
 class Decoder(nn.Module):
@@ -126,14 +133,14 @@ class Decoder(nn.Module):
         cos, sin = mrope_angles(positions, self.config)
         if cache is None:
             q_slots = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
-            kv_seg, kv_slots, layer_caches = segment_ids, q_slots, None
+            kv_seg, kv_slots, kv_cache = segment_ids, q_slots, None
         else:
             idx = cache["index"]
             q_slots = jnp.broadcast_to(idx + jnp.arange(length, dtype=jnp.int32), (b, length))
             kv_seg = jax.lax.dynamic_update_slice(cache["segment_ids"], segment_ids, (0, idx))
             s = kv_seg.shape[1]
             kv_slots = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-            layer_caches = {"k": cache["k"], "v": cache["v"]}  # read-only inside the layers
+            kv_cache = {"k": cache["k"], "v": cache["v"]}
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         layer = stack_layers(
             DecoderLayer,
@@ -143,22 +150,15 @@ class Decoder(nn.Module):
             in_axes=(0,) + (nn.broadcast,) * 6,
         )
         args = (cos, sin, segment_ids, kv_seg, q_slots, kv_slots)
+        layer_ids = jnp.arange(t.num_layers, dtype=jnp.int32)
+        carry = (x, kv_cache)
         if self.config.scan_layers:
-            x, new = layer(self.config, name="layers", **kw)(x, layer_caches, *args)
+            carry, _ = layer(self.config, name="layers", **kw)(carry, layer_ids, *args)
         else:
-            news = []
             for i in range(t.num_layers):
-                lc = None if cache is None else {"k": cache["k"][i], "v": cache["v"][i]}
-                x, new_kv = layer(self.config, name=f"layers_{i}", **kw)(x, lc, *args)
-                news.append(new_kv)
-            new = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *news)
+                carry, _ = layer(self.config, name=f"layers_{i}", **kw)(carry, layer_ids[i], *args)
+        x, kv_cache = carry
         x = RMSNorm(t.rms_norm_eps, name="norm", **kw)(x)
-        if cache is not None:  # write only the T new slots of every layer: [L, B, T, K, H]
-            at = (0, 0, cache["index"], 0, 0)
-            cache = {
-                "k": jax.lax.dynamic_update_slice(cache["k"], new["k"], at),
-                "v": jax.lax.dynamic_update_slice(cache["v"], new["v"], at),
-                "segment_ids": kv_seg,
-                "index": cache["index"] + length,
-            }
+        if cache is not None:
+            cache = {**kv_cache, "segment_ids": kv_seg, "index": cache["index"] + length}
         return x, cache
