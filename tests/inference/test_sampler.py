@@ -11,10 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fake_devices import cpu_devices_env
 from tests.inference.conftest import (
     NO_TOKEN,
+    PROMPT_SPECS,
     SINGLE_SPEC,
     TTS_NEW_TOKENS,
     TTS_SAMPLES,
@@ -23,7 +26,7 @@ from tests.inference.conftest import (
     video_prompts,
 )
 from vlmm_jax.inference import Greedy, MinP, RandomSampling, Sampler, TopK, TopP, log_probs
-from vlmm_jax.inference.tts.generator import DEFAULT_METHOD
+from vlmm_jax.inference.tts.generator import DEFAULT_METHOD, collate
 from vlmm_jax.models import vision_layout
 
 NEW = TTS_NEW_TOKENS
@@ -65,6 +68,25 @@ def test_shared_prefix_equals_naive_path(sampler, tiny_model):
     # Samples differ (per-row keys), and temperature changes the reported logp.
     assert len({tuple(r) for r in np.asarray(shared.tokens)}) > 1
     assert not np.allclose(shared.logprobs, shared.raw_logprobs)
+
+
+def test_one_key_per_prompt_draws_what_each_prompt_alone_draws(sampler, tiny_model):
+    """Batched test-time scaling's contract: with keys `[B]`, prompt b's rows in a left-padded
+    batch are the rows that prompt alone gives with key b (its own length, no padding)."""
+    params, config = tiny_model[1], tiny_config()
+    singles = [video_prompts(config, [spec], seed=i) for i, spec in enumerate(PROMPT_SPECS)]
+    keys = jax.random.split(jax.random.key(11), len(singles))
+    batch = collate(singles, multiple=1)  # lengths 15 and 16: the first is left-padded
+    kw = dict(method=DEFAULT_METHOD, num_samples=N_SAMPLES, **NEVER)
+    both = sampler(params, batch, rng=keys, **kw)
+    for i, single in enumerate(singles):
+        alone = sampler(params, single, rng=keys[i], **kw)
+        rows = slice(i * N_SAMPLES, (i + 1) * N_SAMPLES)
+        np.testing.assert_array_equal(np.asarray(both.tokens)[rows], alone.tokens)
+        np.testing.assert_allclose(np.asarray(both.logprobs)[rows], alone.logprobs, atol=1e-4)
+    assert not np.array_equal(both.tokens[:N_SAMPLES], both.tokens[N_SAMPLES:])
+    with pytest.raises(ValueError, match="one per prompt"):
+        sampler(params, batch, rng=keys[:1], **kw)
 
 
 def test_greedy_equals_teacher_forced_argmax(greedy, tiny_model, prompts):
@@ -167,13 +189,52 @@ def test_filters_by_hand(method, kept):
     np.testing.assert_array_equal(np.flatnonzero(np.isfinite(filtered)), kept)
 
 
-def test_top_p_one_is_plain_sampling_without_a_sort():
-    """p = 1 keeps every token: the filter is the scaled logits, and no sort of the vocabulary
-    runs at each decode step."""
+def test_top_p_one_is_plain_sampling_and_no_top_p_sorts():
+    """p = 1 keeps every token: the filter is the scaled logits. No nucleus sorts the vocabulary
+    at each decode step."""
     method = TopP(p=1.0, temperature=0.5)
     np.testing.assert_array_equal(method.filter(LOGITS), LOGITS / 0.5)
-    assert "sort" not in str(jax.make_jaxpr(method.filter)(LOGITS))
-    assert "sort" in str(jax.make_jaxpr(TopP(p=0.9).filter)(LOGITS))
+    for p in (1.0, 0.9):
+        assert "sort" not in str(jax.make_jaxpr(TopP(p=p).filter)(LOGITS))
+
+
+def _nucleus_by_sorting(logits: np.ndarray, p: float) -> np.ndarray:
+    """The textbook nucleus (NumPy, float64): sort descending, keep while the mass before a
+    token is below p; tokens tied with the last kept one are kept too."""
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    keep = np.zeros(logits.shape, bool)
+    for r, (row, pr) in enumerate(zip(logits, probs, strict=True)):
+        order = np.argsort(-row, kind="stable")
+        before = np.cumsum(pr[order]) - pr[order]
+        last = row[order][before < p].min()
+        keep[r] = row >= last
+    return keep
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.floats(0.05, 0.99),
+    st.floats(0.2, 3.0),
+    st.booleans(),
+)
+def test_top_p_equals_the_sorted_nucleus(seed, p, temperature, ties):
+    """The bisection keeps what sorting keeps, on random logits (suppressed -inf ids and, when
+    `ties`, logits rounded so that many are equal), up to float32 mass at the boundary."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(6, 97)) * rng.uniform(0.5, 6)).astype(np.float32)
+    if ties:
+        logits = np.round(logits * 2) / 2
+    logits[:, :3] = -np.inf  # e.g. Sampler.suppress_ids
+    got = np.isfinite(np.asarray(TopP(p=p, temperature=temperature).filter(jnp.asarray(logits))))
+    want = _nucleus_by_sorting(logits.astype(np.float64) / temperature, p)
+    for r in np.flatnonzero((got != want).any(-1)):  # only a float32 boundary may differ
+        pr = np.exp(logits[r] / temperature - (logits[r] / temperature).max())
+        pr /= pr.sum()
+        mass_above = np.array([pr[logits[r] > x].sum() for x in logits[r]])
+        assert np.all(np.abs(mass_above[got[r] != want[r]] - p) < 1e-5), (r, p)
+    assert got[:, :3].sum() == 0 and got.any(-1).all()
 
 
 def test_sampling_frequencies_and_logprobs():

@@ -15,7 +15,8 @@ positions continue from each row's own prompt via the model's `rope_deltas`.
 Randomness is per row: the key of row r at step i is `fold_in(fold_in(rng, row_ids[r]), i)`, so a
 sample depends only on its row id (default r), never on the batch it is drawn in. The shared-prefix
 path and the naive path (each prompt repeated n times through the whole model) therefore draw the
-same tokens.
+same tokens. With one key per prompt (`rng [B]`), row `b * n + j` uses `rng[b]` and row id j: a
+batch of prompts draws what each prompt alone would with its own key (batched test-time scaling).
 
 A row stops after an EOS id, after the last token of any stop sequence, or after N tokens; the
 stop token counts in `lengths` and gets a log-prob. Finished rows keep stepping with `pad_id`
@@ -180,9 +181,17 @@ def repeat_prompts(inputs: Mapping[str, Any], n: int, config) -> dict[str, np.nd
     return out
 
 
+def key_batch_shape(rng: jax.Array) -> tuple[int, ...]:
+    """The batch shape of a PRNG key array: typed keys (`jax.random.key`) or raw `uint32`
+    ones (`jax.random.PRNGKey`, whose last axis is the key data)."""
+    typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    return tuple(rng.shape if typed else rng.shape[:-1])
+
+
 def row_keys(rng: jax.Array, row_ids: jax.Array) -> jax.Array:
-    """One key per row: `fold_in(rng, row_id)`."""
-    return jax.vmap(lambda r: jax.random.fold_in(rng, r))(row_ids)
+    """One key per row: `fold_in(rng, row_id)`; `rng` one key, or one per row `[R]`."""
+    per_row = 0 if key_batch_shape(rng) else None
+    return jax.vmap(jax.random.fold_in, in_axes=(per_row, 0))(rng, row_ids)
 
 
 class Sampler:
@@ -388,12 +397,14 @@ class Sampler:
             host arrays, `second_per_grid_ts [M]`, `pixel_values`, `image_grid_thw`) or the rows
             layout (`position_ids`, `rope_deltas`, `visual_pixels`, `vision_layout`; host arrays
             or global arrays sharded over the batch: see `policy`).
-          rng: PRNG key (default `jax.random.key(0)`; unused by `Greedy`).
+          rng: PRNG key (default `jax.random.key(0)`; unused by `Greedy`), or one key per prompt
+            `[B]`: then row `b * n + j` draws with `rng[b]` and row id j, as prompt b alone would.
           method: a `sampling` method.
           num_samples: n continuations per prompt.
           shared_prefix: prefill each prompt once and fan its cache out (True), or run the n
             copies of every prompt through the whole model (False: the naive reference).
-          row_ids: `[B * n]` ints naming the rows for the RNG (default `arange(B * n)`).
+          row_ids: `[B * n]` ints naming the rows for the RNG (default `arange(B * n)`; with one key
+            per prompt, `j` for sample j of every prompt).
           max_new_tokens: override the sampler's N for this call (a new compilation).
           eos_ids, stop_sequences: override the sampler's stop criteria for this call (no new
             compilation unless their counts or the longest sequence change).
@@ -414,9 +425,17 @@ class Sampler:
             n = 1
         policy, args = self.prepare(policy, inputs)
         rng = jax.random.key(0) if rng is None else rng
-        row_ids = jnp.arange(b * num_samples) if row_ids is None else jnp.asarray(row_ids)
+        per_prompt = bool(key_batch_shape(rng))
+        if per_prompt and key_batch_shape(rng) != (b,):
+            raise ValueError(f"rng: one key or one per prompt {(b,)}, got shape {rng.shape}")
+        if row_ids is None:
+            per_row = jnp.arange(num_samples)
+            row_ids = jnp.tile(per_row, b) if per_prompt else jnp.arange(b * num_samples)
+        row_ids = jnp.asarray(row_ids)
         if row_ids.shape != (b * num_samples,):
             raise ValueError(f"row_ids: expected shape {(b * num_samples,)}, got {row_ids.shape}")
+        if per_prompt:  # one key per row, its prompt's
+            rng = jnp.repeat(rng, num_samples)
         with policy.context():
             return _generate(
                 self,
