@@ -260,6 +260,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
     e.max_new_tokens = 128  # decode budget per completion
     e.temperature = 0.7  # sampled strategies: softmax temperature
     e.top_p = 0.95  # sampled strategies: nucleus
+    e.questions_per_call = 8  # TTS strategies: questions per generate call (x samples: rows)
     e.num_samples = 8  # self_consistency / best_of_n / sparse_to_dense n; adaptive: the max
     e.round_size = 4  # adaptive_consistency: samples per round
     e.stopping = "beta"  # adaptive_consistency: beta (Aggarwal et al. 2023) | margin

@@ -123,6 +123,14 @@ def test_self_consistency_from_stage_checkpoint(model_dirs):
     curve = saved["scaling"]
     assert [(r["budget"], r["samples"]) for r in curve] == [(1, 1.0), (None, 2.0)]
     assert curve[-1]["accuracy"] == saved["accuracy"]
+    speed = saved["speed"]
+    assert speed["questions_per_s"] * speed["seconds"] == pytest.approx(4)
+    # The 4 questions went through one generate call; one question per call: the same answers.
+    config.eval.questions_per_call, config.stage = 1, "eval_sc_alone"
+    evaluate_checkpoint(config, workdir)
+    alone, _ = _check_outputs(workdir, "eval_sc_alone", 4)
+    key = lambda p: (p["id"], p["completion"], p["chosen"], p["spent"])  # noqa: E731
+    assert [key(p) for p in alone] == [key(p) for p in preds]
     assert curve[0]["accuracy"] == np.mean([p["by_budget"]["1"]["score"] for p in preds])
 
 

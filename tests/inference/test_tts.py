@@ -2,6 +2,7 @@
 computations), then every strategy end to end on the tiny model, and the report."""
 
 import copy
+import dataclasses
 import math
 
 import jax
@@ -188,11 +189,45 @@ class Scripted:
         done = [Completion(t, (1,) * len(t), self.logprobs.get(t, -1.0) * len(t)) for t in texts]
         return done, Spent(n, sum(len(t) for t in texts), f, 1)
 
+    def sample_many(self, prompts, n, rngs):
+        return [self.sample(p, n, r) for p, r in zip(prompts, rngs, strict=True)]
+
     def next_token_logprobs(self, prompts):
         rows = [
             np.log([0.5, self.verifier[p["text"]], 0.5 - self.verifier[p["text"]]]) for p in prompts
         ]
         return np.asarray(rows), Spent(frames=len(prompts), prefills=len(prompts))
+
+
+class Keyed:
+    """A generator whose samples depend only on (question, frames, key, sample index), as the
+    model generator's do: question q answers from its own letter distribution `mix[q]`, and
+    more frames make it more decided. Counts its calls, to see them batched."""
+
+    def __init__(self, mix):
+        self.mix, self.calls = mix, []
+
+    def _texts(self, prompt, n, rng):
+        seed = [int(x) for x in np.asarray(jax.random.key_data(rng)).ravel()]
+        draw = np.random.default_rng([prompt["q"], prompt["frames"], *seed])
+        p = np.asarray(self.mix[prompt["q"]], float) ** (prompt["frames"] / 4)
+        return _tagged(draw.choice(list("ABCD"), size=n, p=p / p.sum()))
+
+    def sample_many(self, prompts, n, rngs):
+        self.calls.append(len(prompts))
+        out = []
+        for prompt, rng in zip(prompts, rngs, strict=True):
+            texts = self._texts(prompt, n, rng)
+            done = [Completion(t, (1,) * len(t), -0.5 * len(t) - t.count("A")) for t in texts]
+            out.append((done, Spent(n, sum(len(t) for t in texts), prompt["frames"], 1)))
+        return out
+
+    def beam_many(self, prompts, width, *, alpha, penalty):
+        self.calls.append(len(prompts))
+        return [
+            ([Completion(t) for t in self._texts(p, width, jax.random.key(0))], Spent(width))
+            for p in prompts
+        ]
 
 
 def _question(example=MC, frames=4, lenient=False):
@@ -345,6 +380,46 @@ def test_a_smaller_budget_is_the_strategy_run_at_that_budget(letters, random):
             assert at.spent.prefills == ref.spent.prefills
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.lists(st.floats(0.05, 1.0), min_size=4, max_size=4), min_size=1, max_size=6),
+    st.integers(1, 4),
+)
+def test_batched_questions_get_what_each_gets_alone(mix, batch_size):
+    """`evaluate(batch_size=b)` batches each strategy's generation (one call per chunk, per
+    round, per frame level) and changes no question's result: the reference is every question
+    run alone with its key, `strategy(question, generator, fold_in(rng, q))`."""
+    questions = [
+        Question(dict(MC), lambda f, q=q: {"q": q, "frames": f}, 4) for q in range(len(mix))
+    ]
+    strategies = [
+        SelfConsistency(n=4),
+        BestOfN(n=4, scorer=MeanLogProb()),
+        AdaptiveConsistency(round_size=2, max_samples=8),
+        SparseToDense(frames=(4, 8, 16), n=3, agreement=1.0),
+        BeamSearchStrategy(width=2),
+    ]
+    rng = jax.random.key(7)
+    for strategy in strategies:
+        gen = Keyed(mix)
+        (batched,) = evaluate([strategy], questions, gen, rng, batch_size=batch_size).values()
+        alone = [
+            strategy(q, Keyed(mix), jax.random.fold_in(rng, i)) for i, q in enumerate(questions)
+        ]
+        assert [dataclasses.replace(r, score=None, at_budget={}) for r in batched] == [
+            dataclasses.replace(r, at_budget={}) for r in alone
+        ], strategy
+        for b, a in zip(batched, alone, strict=True):
+            assert {k: (v.answer, v.spent) for k, v in b.at_budget.items()} == {
+                k: (v.answer, v.spent) for k, v in a.at_budget.items()
+            }
+        if isinstance(strategy, (SelfConsistency, BestOfN, BeamSearchStrategy)):
+            assert gen.calls == [
+                len(questions[i : i + batch_size]) for i in range(0, len(mix), batch_size)
+            ]
+        assert sum(gen.calls) >= len(questions) and max(gen.calls) <= batch_size
+
+
 def test_evaluate_and_report(tmp_path):
     questions = [_question(dict(MC, solution=f"<answer>{s}</answer>")) for s in "AB"]
     results = evaluate(
@@ -422,3 +497,11 @@ def test_strategies_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
         assert bon.answer in sc.info["answers"]
     markdown, png = report(results, path=str(tmp_path / "tts.png"))
     assert markdown.count("\n") == 2 + len(strategies) and png.startswith(b"\x89PNG")
+    # Both questions in one generation call per step of each strategy: the same answers and
+    # completions (a beam search's steps run until every prompt of the batch has stopped).
+    batched = evaluate(strategies, questions, generator, jax.random.key(3), batch_size=2)
+    for name, rs in results.items():
+        for r, b in zip(rs, batched[name], strict=True):
+            assert (b.answer, b.completion, b.score) == (r.answer, r.completion, r.score), name
+            if not name.startswith("beam"):
+                assert b.spent == r.spent, name

@@ -36,6 +36,7 @@ import functools
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -394,7 +395,13 @@ def _scaled(policy: Policy, data: EvalData, n: int, e, seed) -> list[dict[str, A
     ]
     reward = functools.partial(reward_score, e.reward)  # each budget scored as `score` does
     results = tts.evaluate(
-        [strategy], questions, generator, jax.random.key(seed), score=reward, progress=True
+        [strategy],
+        questions,
+        generator,
+        jax.random.key(seed),
+        score=reward,
+        batch_size=e.questions_per_call,
+        progress=True,
     )
     out = []
     for ex, res in zip(examples, results[strategy.name], strict=True):
@@ -457,13 +464,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     model = run.model if data.model_config == run.model_config else Qwen2_5_VL(data.model_config)
     policy = run.policy.replace(model=model).with_params(params)
     n = min(e.num_examples or len(data.records), len(data.records))
+    start = time.perf_counter()
     if e.strategy == "greedy":
         preds, _ = _greedy(run, policy, data, n, e)
         strategy_name = "greedy"
     else:
         preds = _scaled(policy, data, n, e, config.seed)
         strategy_name = make_strategy(e).name
+    seconds = time.perf_counter() - start
     summary = summarize(preds)
+    # wall time of the model's own predictions (data reading and compilation included)
+    summary["speed"] = {"seconds": seconds, "questions_per_s": n / max(seconds, 1e-9)}
     if e.priors:
         summary["prior"] = _priors(run, data, n, e)
     ablated: dict[str, list[dict[str, Any]]] = {}  # kind -> predictions

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vlmm_jax import hosts
@@ -67,16 +68,20 @@ class Completion:
 
 
 class Generator(Protocol):
-    """The model interface of the strategies (one prompt per call)."""
+    """The model interface of the strategies. Each prompt is ONE prompt (`input_ids [1, T]`);
+    a call may take several, which a model generator runs as one batch."""
 
-    def sample(self, inputs: Inputs, n: int, rng: jax.Array) -> tuple[list[Completion], Spent]:
-        """n sampled completions of one prompt."""
+    def sample_many(
+        self, prompts: Sequence[Inputs], n: int, rngs: Sequence[jax.Array]
+    ) -> list[tuple[list[Completion], Spent]]:
+        """n sampled completions of each prompt, prompt i drawn with `rngs[i]`: what prompt i
+        alone would get with that key."""
         ...
 
-    def beam(
-        self, inputs: Inputs, width: int, *, alpha: float, penalty: LengthPenalty
-    ) -> tuple[list[Completion], Spent]:
-        """The beams of one prompt, best first."""
+    def beam_many(
+        self, prompts: Sequence[Inputs], width: int, *, alpha: float, penalty: LengthPenalty
+    ) -> list[tuple[list[Completion], Spent]]:
+        """The beams of each prompt, best first."""
         ...
 
     def next_token_logprobs(self, prompts: Sequence[Inputs]) -> tuple[np.ndarray, Spent]:
@@ -171,20 +176,49 @@ class ModelGenerator:
         text_ids = ids[:-1] if ids and ids[-1] in self.sampler.eos_ids else ids
         return Completion(self.detokenize(text_ids), tuple(ids), float(logprob))
 
-    def sample(self, inputs: Inputs, n: int, rng: jax.Array) -> tuple[list[Completion], Spent]:
-        out = self.sampler(self.policy, inputs, rng=rng, method=self.method, num_samples=n)
+    def _batch(self, prompts: Sequence[Inputs]) -> dict:
+        for i, p in enumerate(prompts):
+            if np.shape(p["input_ids"])[0] != 1:
+                raise ValueError(f"prompt {i}: input_ids {np.shape(p['input_ids'])}, want [1, T]")
+        return collate(prompts, pad_id=self.sampler.pad_id)
+
+    def sample_many(
+        self, prompts: Sequence[Inputs], n: int, rngs: Sequence[jax.Array]
+    ) -> list[tuple[list[Completion], Spent]]:
+        """One `Sampler` call for all prompts (left-padded together, each prefilled once, its
+        cache fanned out to n rows); prompt i's rows draw with `rngs[i]` (see `Sampler`)."""
+        if len(rngs) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(rngs)} keys")
+        batch = self._batch(prompts)
+        keys = jnp.stack(list(rngs))
+        out = self.sampler(self.policy, batch, rng=keys, method=self.method, num_samples=n)
         tokens, lengths = hosts.all_rows(out.tokens), hosts.all_rows(out.lengths)
         logps = hosts.all_rows(out.raw_logprobs).sum(axis=1)
-        done = [
-            self._completion(t, int(k), lp) for t, k, lp in zip(tokens, lengths, logps, strict=True)
-        ]
-        rows = np.shape(inputs["input_ids"])[0]
-        spent = Spent(n * rows, int(lengths.sum()), frames_in(inputs, self._tps), rows)
-        return done, spent
+        results = []
+        for i, prompt in enumerate(prompts):
+            rows = slice(i * n, (i + 1) * n)
+            done = [
+                self._completion(t, int(k), lp)
+                for t, k, lp in zip(tokens[rows], lengths[rows], logps[rows], strict=True)
+            ]
+            spent = Spent(n, int(lengths[rows].sum()), frames_in(prompt, self._tps), 1)
+            results.append((done, spent))
+        return results
 
-    def beam(
-        self, inputs: Inputs, width: int, *, alpha: float = 0.0, penalty: LengthPenalty = "simple"
-    ) -> tuple[list[Completion], Spent]:
+    def sample(self, inputs: Inputs, n: int, rng: jax.Array) -> tuple[list[Completion], Spent]:
+        """n sampled completions of one prompt."""
+        return self.sample_many([inputs], n, [rng])[0]
+
+    def beam_many(
+        self,
+        prompts: Sequence[Inputs],
+        width: int,
+        *,
+        alpha: float = 0.0,
+        penalty: LengthPenalty = "simple",
+    ) -> list[tuple[list[Completion], Spent]]:
+        """One `BeamSearch` call for all prompts; a prompt's token count is the steps the batch
+        ran (early stopping waits for every prompt) times `width`."""
         key = (width, alpha, penalty)
         if key not in self._beams:
             self._beams[key] = BeamSearch(
@@ -196,18 +230,19 @@ class ModelGenerator:
                 eos_ids=self.sampler.eos_ids or None,
                 **self._sampler_kwargs,
             )
-        out = self._beams[key](self.policy, inputs)
-        tokens, lengths = hosts.all_rows(out.tokens)[0], hosts.all_rows(out.lengths)[0]
-        logps, scores = hosts.all_rows(out.logprobs)[0], hosts.all_rows(out.scores)[0]
-        beams = [
-            self._completion(t, int(k), lp)
-            for t, k, lp, s in zip(tokens, lengths, logps, scores, strict=True)
-            if np.isfinite(s)
-        ]
-        spent = Spent(
-            width, int(hosts.all_rows(out.steps)) * width, frames_in(inputs, self._tps), 1
-        )
-        return beams, spent
+        out = self._beams[key](self.policy, self._batch(prompts))
+        tokens, lengths = hosts.all_rows(out.tokens), hosts.all_rows(out.lengths)
+        logps, scores = hosts.all_rows(out.logprobs), hosts.all_rows(out.scores)
+        steps = int(hosts.all_rows(out.steps))
+        results = []
+        for i, prompt in enumerate(prompts):
+            beams = [
+                self._completion(t, int(k), lp)
+                for t, k, lp, s in zip(tokens[i], lengths[i], logps[i], scores[i], strict=True)
+                if np.isfinite(s)
+            ]
+            results.append((beams, Spent(width, steps * width, frames_in(prompt, self._tps), 1)))
+        return results
 
     def next_token_logprobs(self, prompts: Sequence[Inputs]) -> tuple[np.ndarray, Spent]:
         batch = collate(prompts, pad_id=self.sampler.pad_id)

@@ -25,6 +25,7 @@ def evaluate(
     rng: jax.Array,
     *,
     score: Score | None = None,
+    batch_size: int = 1,
     progress: bool = False,
 ) -> dict[str, list[Result]]:
     """Runs every strategy on every question; `Result.score = score(result.completion, example)`,
@@ -32,25 +33,33 @@ def evaluate(
 
     The default score reads answers the way the vote did: `rewards.accuracy` (Video-R1's rule
     per `problem_type`, IoU for grounding), or `rewards.accuracy_lenient` for a question with
-    `lenient=True`. Question q uses the key `fold_in(rng, q)` under every strategy. `progress`
+    `lenient=True`. Question q uses the key `fold_in(rng, q)` under every strategy, whatever
+    `batch_size` (questions per `Strategy.run`, whose generation is one batch). `progress`
     shows a tqdm bar per strategy.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out: dict[str, list[Result]] = {}
     for strategy in strategies:
-        results = []
-        bar = tqdm.tqdm(questions, desc=strategy.name, unit="q", disable=not progress)
-        for q, question in enumerate(bar):
-            r = strategy(question, generator, jax.random.fold_in(rng, q))
-            fn = score or rewards.REGISTRY["accuracy_lenient" if question.lenient else "accuracy"]
-
-            def scored(result: Result, fn=fn, example=question.example) -> Result:
-                value = float(fn(result.completion, example))
-                smaller = {k: scored(v) for k, v in result.at_budget.items()}
-                return dataclasses.replace(result, score=value, at_budget=smaller)
-
-            results.append(scored(r))
+        results: list[Result] = []
+        bar = tqdm.tqdm(total=len(questions), desc=strategy.name, unit="q", disable=not progress)
+        for lo in range(0, len(questions), batch_size):
+            chunk = questions[lo : lo + batch_size]
+            keys = [jax.random.fold_in(rng, q) for q in range(lo, lo + len(chunk))]
+            for question, r in zip(chunk, strategy.run(chunk, generator, keys), strict=True):
+                results.append(_scored(r, score, question))
+            bar.update(len(chunk))
+        bar.close()
         out[strategy.name] = results
     return out
+
+
+def _scored(result: Result, score: Score | None, question: Question) -> Result:
+    """`result` and its smaller budgets with their scores (see `evaluate`)."""
+    fn = score or rewards.REGISTRY["accuracy_lenient" if question.lenient else "accuracy"]
+    value = float(fn(result.completion, question.example))
+    smaller = {k: _scored(v, fn, question) for k, v in result.at_budget.items()}
+    return dataclasses.replace(result, score=value, at_budget=smaller)
 
 
 def summarize_results(results: Mapping[str, Sequence[Result]]) -> list[dict[str, Any]]:

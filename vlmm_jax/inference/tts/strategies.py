@@ -1,7 +1,10 @@
 """Test-time scaling strategies: each spends a compute budget on one question and returns the
 chosen answer plus what it spent.
 
-A strategy is a frozen dataclass called as `strategy(question, generator, rng) -> Result`:
+A strategy is a frozen dataclass called as `strategy(question, generator, rng) -> Result`, or as
+`strategy.run(questions, generator, rngs) -> [Result]` on several questions at once: their
+generation calls are then batched (one `Sampler` call for all the questions' samples, a round or
+frame level at a time), and each question gets what it would alone with its key:
 
   SelfConsistency(n)              sample n chain-of-thought completions, vote on their answers
                                   (intervals/boxes: the medoid by IoU; see `voting`).
@@ -114,7 +117,26 @@ def _prefix_spent(
 class Strategy(Protocol):
     name: str
 
+    def run(
+        self, questions: Sequence[Question], generator: Generator, rngs: Sequence[jax.Array]
+    ) -> list[Result]:
+        """The results of several questions, question i with key `rngs[i]`: each what it would
+        get alone (`strategy(question, generator, rng)`), with its generation batched."""
+        ...
+
     def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result: ...
+
+
+class _OneQuestion:
+    """`strategy(question, generator, rng)`: `run` on that one question."""
+
+    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
+        return self.run([question], generator, [rng])[0]
+
+
+def _sample(questions, generator, n: int, rngs) -> list[tuple[list[Completion], Spent]]:
+    """n completions of every question at its own frame count, in one generation call."""
+    return generator.sample_many([q.prompt(q.num_frames) for q in questions], n, rngs)
 
 
 def _answers(question: Question, completions: Sequence[Completion]) -> list[Any]:
@@ -130,7 +152,7 @@ def _voted(question: Question, completions: Sequence[Completion], spent: Spent, 
 
 # ----------------------------------------------------------------------------- self-consistency
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SelfConsistency:
+class SelfConsistency(_OneQuestion):
     """Sample `n` completions and vote (Wang et al. 2023); n=1 is plain sampling."""
 
     n: int = 8
@@ -139,8 +161,17 @@ class SelfConsistency:
     def name(self) -> str:
         return f"self_consistency@{self.n}"
 
-    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
-        completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
+    def run(
+        self, questions: Sequence[Question], generator: Generator, rngs: Sequence[jax.Array]
+    ) -> list[Result]:
+        return [
+            self._decide(q, completions, spent)
+            for q, (completions, spent) in zip(
+                questions, _sample(questions, generator, self.n, rngs), strict=True
+            )
+        ]
+
+    def _decide(self, question: Question, completions, spent: Spent) -> Result:
         smaller = {
             k: _voted(question, completions[:k], _prefix_spent(spent, completions, k))
             for k in smaller_budgets(self.n)
@@ -209,7 +240,7 @@ class VerifierScorer:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BestOfN:
+class BestOfN(_OneQuestion):
     """Sample `n`, return the completion the scorer rates highest (ties: the first)."""
 
     n: int = 8
@@ -219,8 +250,16 @@ class BestOfN:
     def name(self) -> str:
         return f"best_of_n[{self.scorer.name}]@{self.n}"
 
-    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
-        completions, spent = generator.sample(question.prompt(question.num_frames), self.n, rng)
+    def run(
+        self, questions: Sequence[Question], generator: Generator, rngs: Sequence[jax.Array]
+    ) -> list[Result]:
+        sampled = _sample(questions, generator, self.n, rngs)
+        return [
+            self._best(q, completions, spent, generator)
+            for q, (completions, spent) in zip(questions, sampled, strict=True)
+        ]
+
+    def _best(self, question: Question, completions, spent: Spent, generator) -> Result:
         scores, extra = self.scorer(question, completions, generator)
 
         def best_of(k: int, cost: Spent) -> Result:
@@ -237,7 +276,7 @@ class BestOfN:
 
 # ----------------------------------------------------------------------------- beam search
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BeamSearchStrategy:
+class BeamSearchStrategy(_OneQuestion):
     """Beam search of `width` beams (see `beam_search`); the best beam's answer."""
 
     width: int = 4
@@ -248,18 +287,23 @@ class BeamSearchStrategy:
     def name(self) -> str:
         return f"beam_search@{self.width}"
 
-    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
-        del rng
-        inputs = question.prompt(question.num_frames)
-        beams, spent = generator.beam(inputs, self.width, alpha=self.alpha, penalty=self.penalty)
-        text = beams[0].text if beams else ""
-        answer = extract_answer(text, question.example, lenient=question.lenient)
-        return Result(answer, text, spent, {"beams": len(beams)})
+    def run(
+        self, questions: Sequence[Question], generator: Generator, rngs: Sequence[jax.Array]
+    ) -> list[Result]:
+        del rngs
+        prompts = [q.prompt(q.num_frames) for q in questions]
+        out = generator.beam_many(prompts, self.width, alpha=self.alpha, penalty=self.penalty)
+        results = []
+        for question, (beams, spent) in zip(questions, out, strict=True):
+            text = beams[0].text if beams else ""
+            answer = extract_answer(text, question.example, lenient=question.lenient)
+            results.append(Result(answer, text, spent, {"beams": len(beams)}))
+        return results
 
 
 # ----------------------------------------------------------------------------- adaptive
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AdaptiveConsistency:
+class AdaptiveConsistency(_OneQuestion):
     """Self-consistency in rounds of `round_size` samples, up to `max_samples`, stopping as soon
     as the vote is decisive.
 
@@ -293,30 +337,47 @@ class AdaptiveConsistency:
             return beta_confidence(v1, v2) >= self.threshold
         return v1 - v2 >= self.margin
 
-    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
-        inputs = question.prompt(question.num_frames)
-        kind = answer_kind(question.example)
-        completions: list[Completion] = []
-        spent, rounds = Spent(), 0
-        while len(completions) < self.max_samples:
-            k = min(self.round_size, self.max_samples - len(completions))
-            new, cost = generator.sample(inputs, k, jax.random.fold_in(rng, rounds))
-            completions, spent, rounds = completions + list(new), spent + cost, rounds + 1
-            _, v1, v2 = vote_counts(_answers(question, completions), kind)
-            if self.decisive(v1, v2):
-                break
+    def run(
+        self, questions: Sequence[Question], generator: Generator, rngs: Sequence[jax.Array]
+    ) -> list[Result]:
+        """Every round samples the questions not yet decided, in one call."""
+        prompts = [q.prompt(q.num_frames) for q in questions]
+        completions: list[list[Completion]] = [[] for _ in questions]
+        spent, rounds = [Spent()] * len(questions), [0] * len(questions)
+        votes: list[tuple[int, int]] = [(0, 0)] * len(questions)
+        open_ = list(range(len(questions)))
+        while open_:
+            k = min(self.round_size, self.max_samples - len(completions[open_[0]]))
+            keys = [jax.random.fold_in(rngs[i], rounds[i]) for i in open_]
+            new = generator.sample_many([prompts[i] for i in open_], k, keys)
+            still = []
+            for i, (done, cost) in zip(open_, new, strict=True):
+                completions[i] += done
+                spent[i], rounds[i] = spent[i] + cost, rounds[i] + 1
+                kind = answer_kind(questions[i].example)
+                _, v1, v2 = vote_counts(_answers(questions[i], completions[i]), kind)
+                votes[i] = (v1, v2)
+                if not self.decisive(v1, v2) and len(completions[i]) < self.max_samples:
+                    still.append(i)
+            open_ = still
+        return [
+            self._result(q, c, s, r, v)
+            for q, c, s, r, v in zip(questions, completions, spent, rounds, votes, strict=True)
+        ]
+
+    def _result(self, question, completions, spent, rounds, votes) -> Result:
         smaller = {}  # a cap of k samples stops at the same round or at k, same samples
         for k in smaller_budgets(self.max_samples, self.round_size):
             m = min(k, len(completions))
             cost = _prefix_spent(spent, completions, m, -(-m // self.round_size), rounds)
             smaller[k] = _voted(question, completions[:m], cost)
-        result = _voted(question, completions, spent, rounds=rounds, votes=(v1, v2))
+        result = _voted(question, completions, spent, rounds=rounds, votes=votes)
         return dataclasses.replace(result, at_budget=smaller)
 
 
 # ----------------------------------------------------------------------------- sparse-to-dense
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SparseToDense:
+class SparseToDense(_OneQuestion):
     """Video-RTS's sparse-to-dense frames (Wang et al. 2025): at each frame count in `frames`
     (ascending) sample `n` answers; stop at the first level whose leader holds at least
     `agreement` of the n votes (1.0: unanimous), else re-encode the video with the next frame
@@ -334,19 +395,30 @@ class SparseToDense:
     def name(self) -> str:
         return f"sparse_to_dense{list(self.frames)}@{self.n}"
 
-    def __call__(self, question: Question, generator: Generator, rng: jax.Array) -> Result:
-        kind = answer_kind(question.example)
-        spent = Spent()
+    def run(
+        self, questions: Sequence[Question], generator: Generator, rngs: Sequence[jax.Array]
+    ) -> list[Result]:
+        """Each level samples, in one call, the questions still in disagreement."""
+        results: list[Result | None] = [None] * len(questions)
+        spent = [Spent()] * len(questions)
+        open_ = list(range(len(questions)))
         for level, num_frames in enumerate(self.frames):
-            completions, cost = generator.sample(
-                question.prompt(num_frames), self.n, jax.random.fold_in(rng, level)
-            )
-            spent = spent + cost
-            _, v1, _ = vote_counts(_answers(question, completions), kind)
-            if v1 >= self.agreement * self.n:
+            prompts = [questions[i].prompt(num_frames) for i in open_]
+            keys = [jax.random.fold_in(rngs[i], level) for i in open_]
+            still = []
+            for i, (completions, cost) in zip(
+                open_, generator.sample_many(prompts, self.n, keys), strict=True
+            ):
+                q, spent[i] = questions[i], spent[i] + cost
+                _, v1, _ = vote_counts(_answers(q, completions), answer_kind(q.example))
+                info = {"frames_used": num_frames, "levels": level + 1}
+                results[i] = _voted(q, completions, spent[i], **info)
+                if v1 < self.agreement * self.n:
+                    still.append(i)
+            open_ = still
+            if not open_:
                 break
-        info = {"frames_used": num_frames, "levels": level + 1}
-        return _voted(question, completions, spent, **info)
+        return results
 
 
 STRATEGIES: dict[str, type] = {
