@@ -7,6 +7,7 @@ import runpy
 
 import jax
 import numpy as np
+import pytest
 
 from tests.training.grpo_worker import completion_parity  # noqa: F401  (registers the reward)
 
@@ -66,6 +67,13 @@ def test_sft_then_grpo_with_lora(tmp_path):
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["kl"] == 0.0 and rows[1]["kl"] > 1e-8, rows
     assert all(r["grad_norm"] > 1e-4 and r["skipped"] == 0 for r in rows), rows
+    for r in rows:  # the step's time, split: its parts add up and the sampler's share shows
+        parts = ("data_s", "generate_s", "score_s", "rollout_other_s")
+        assert sum(r[k] for k in parts) == pytest.approx(r["rollout_s"], rel=1e-6), r
+        assert r["rollout_s"] + r["update_s"] == pytest.approx(r["step_s"], rel=1e-6), r
+        assert min(r[k] for k in parts) >= 0 and r["generate_s"] > 0 and r["score_s"] > 0, r
+        idle = (r["rollout_s"] - r["generate_s"]) / r["step_s"]
+        assert r["host_idle_fraction"] == pytest.approx(idle, rel=1e-6) and 0 < idle < 1, r
 
     session = Session(grpo, workdir)
     params, _ = restore_params(

@@ -18,8 +18,10 @@ gradients are not finite changes nothing and is counted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +63,8 @@ class Rollout:
     prompts: rows-layout prompt arrays `[B, ...]`; tokens `[R, N]`; mask `[R, N]` float32 (0 on
     padding and on dropped groups); rewards `[B, G]` (every reward, the temporal bonus
     included); advantages `[R]`; kept: groups kept; errors: reward calls that failed (scored
-    0); figures: this host's means.
+    0); figures: this host's means; seconds: wall time of its `generate` calls (the sampler,
+    device to host included) and of its `score` calls (the rewards, on the host).
     """
 
     prompts: dict[str, np.ndarray]
@@ -72,6 +75,7 @@ class Rollout:
     kept: int
     errors: int
     figures: dict[str, float]
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def split(self, pieces: int, group: int) -> list[Rollout]:
         """`pieces` micro-batches of whole groups (gradient accumulation inside the update)."""
@@ -99,6 +103,21 @@ class Rollout:
                 )
             )
         return out
+
+
+class _Clock:
+    """Wall seconds summed per name: `with clock("score"): ...`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def _take_rows(path, x, rows: slice):
@@ -206,9 +225,14 @@ class GRPO:
         b = host["input_ids"].shape[0]
         if len(batch["examples"]) != b:
             raise ValueError(f"rollout: {len(batch['examples'])} examples for {b} prompt rows")
-        tokens, lengths, texts = self.sample(policy, hosts.global_rows(host, policy.mesh), rng, g)
+        clock = _Clock()
+        with clock("generate"):
+            tokens, lengths, texts = self.sample(
+                policy, hosts.global_rows(host, policy.mesh), rng, g
+            )
         examples = [ex.to_reward_example() for ex in batch["examples"] for _ in range(g)]
-        scores = self.scorer(texts, examples, lengths, g)
+        with clock("score"):
+            scores = self.scorer(texts, examples, lengths, g)
         total, errors = scores.total, scores.errors
         figures = {f"reward_{k}": float(v.mean()) for k, v in scores.parts.items()}
         figures["accuracy"] = float(scores.correct.mean())
@@ -216,7 +240,7 @@ class GRPO:
         has_video = np.array([any(kind == "video" for kind, *_ in row) for row in row_items])
         if cfg.temporal and hosts.all_hosts_sum([has_video.any()])[0] > 0:
             bonus, figs, err = self._temporal_bonus(
-                policy, host, row_items, has_video, examples, scores, rng
+                policy, host, row_items, has_video, examples, scores, rng, clock
             )
             total, errors = total + bonus, errors + err
             figures.update(figs)
@@ -239,9 +263,10 @@ class GRPO:
             kept=int(keep.sum()),
             errors=errors,
             figures=figures,
+            seconds=clock.seconds,
         )
 
-    def _temporal_bonus(self, policy, host, row_items, has_video, examples, scores, rng):
+    def _temporal_bonus(self, policy, host, row_items, has_video, examples, scores, rng, clock):
         """T-GRPO: G/2 completions per prompt on shuffled frames and Video-R1's bonus `[B, G]`
         (0 or alpha), gated per prompt as Video-R1 does: image and text prompts get none."""
         cfg, g = self.cfg, self.cfg.group_size
@@ -252,9 +277,11 @@ class GRPO:
         shuffled = dict(host)
         shuffled["visual_pixels"] = shuffle_video_frames(host["visual_pixels"], row_items, rngs)
         prompts = hosts.global_rows(shuffled, policy.mesh)
-        _, _, s_texts = self.sample(policy, prompts, jax.random.fold_in(rng, 1), g // 2)
+        with clock("generate"):
+            _, _, s_texts = self.sample(policy, prompts, jax.random.fold_in(rng, 1), g // 2)
         s_examples = [e for e in examples[::g] for _ in range(g // 2)]
-        s_correct, errors = self.scorer.correct(s_texts, s_examples)
+        with clock("score"):
+            s_correct, errors = self.scorer.correct(s_texts, s_examples)
         bonus, applied = temporal_bonus(
             scores.correct,
             s_correct.reshape(b, g // 2),

@@ -40,6 +40,26 @@ from vlmm_jax.training.trainer import (
 )
 
 
+def step_timing(
+    *, step_s: float, rollout_s: float, data_s: float, generate_s: float, score_s: float
+) -> dict[str, float]:
+    """Where a GRPO step's wall time went (seconds): waiting for the prompt batches (`data_s`),
+    sampling (`generate_s`: the sampler, device to host), rewards (`score_s`), the rest of the
+    rollout (`rollout_other_s`: host-side batching and transfers, the temporal shuffle), the
+    update (`update_s`); and `host_idle_fraction`: the share of the step spent in the rollout
+    outside the sampler, when the device has nothing queued and waits for the host."""
+    return {
+        "step_s": step_s,
+        "rollout_s": rollout_s,
+        "data_s": data_s,
+        "generate_s": generate_s,
+        "score_s": score_s,
+        "rollout_other_s": max(0.0, rollout_s - data_s - generate_s - score_s),
+        "update_s": step_s - rollout_s,
+        "host_idle_fraction": (rollout_s - generate_s) / max(step_s, 1e-9),
+    }
+
+
 def prompt_batches(run: SFTRun, split: str, batch_size: int, *, train: bool):
     """RL-mode batches (left-padded prompts, rows layout) of the run's data.
 
@@ -144,10 +164,13 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         for step in range(int(state.step) + 1, train.steps + 1):
             start = time.perf_counter()
-            rollouts, kept, tries = [], 0, 0
+            rollouts, kept, tries, data_s = [], 0, 0, 0.0
             while kept < g.prompts_per_step and tries < g.max_rollout_batches:
                 key_t = jax.random.fold_in(jax.random.fold_in(rng, step), tries)
-                r = grpo.rollout(policy, next(prompts), key_t)
+                wait = time.perf_counter()
+                batch = next(prompts)  # decoded here, or ahead by `data.num_workers` workers
+                data_s += time.perf_counter() - wait
+                r = grpo.rollout(policy, batch, key_t)
                 tries += 1
                 r_kept = int(hosts.all_hosts_sum([r.kept])[0])  # the same on every host
                 kept += r_kept
@@ -170,8 +193,13 @@ def train_grpo(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 state = state.replace(step=state.step + 1)
             policy = policy.with_params(state.params, policy.reference_params)
             row.update(
-                rollout_s=rollout_s,
-                update_s=time.perf_counter() - start - rollout_s,
+                step_timing(
+                    step_s=time.perf_counter() - start,
+                    rollout_s=rollout_s,
+                    data_s=data_s,
+                    generate_s=sum(r.seconds.get("generate", 0.0) for r, _ in rollouts),
+                    score_s=sum(r.seconds.get("score", 0.0) for r, _ in rollouts),
+                ),
                 rollout_batches=tries,
             )
             writer.tick(
