@@ -28,6 +28,13 @@ one trip of a while loop, so the decode loop and scanned layers are under-counte
 `flops_note`), and for the training programs the model FLOPs (6 N tokens + attention) and the
 MFU at `aot.step_time`. Writes `DIR/aot.json`, prints a table, and raises `DoesNotFit` (the job
 exits non-zero) naming every program that fails to compile or to fit.
+
+Every row also has `sharded_argument_bytes`: the per-chip bytes of the program's arguments as
+their shardings lay them out, which the compiled `argument_bytes` should match (up to TPU
+layout padding). `--config.aot.compile=False` stops there: each program is traced and lowered
+with its shardings (seconds, not the minutes of a 7B compile), and only those bytes are
+reported, with no memory analysis and no fit verdict: a quick look at how a recipe shards on a
+slice too large to compile for here.
 """
 
 from __future__ import annotations
@@ -64,11 +71,13 @@ class DoesNotFit(RuntimeError):
 
 @dataclasses.dataclass
 class Program:
-    """A jitted program and abstract arguments; `resident_in`: bytes per chip of the run's
-    resident buffers it takes as arguments (so the rest stay resident beside it)."""
+    """A jitted program: `lower()` lowers it with `arguments` (abstract, sharded); `resident_in`:
+    bytes per chip of the run's resident buffers it takes as arguments (so the rest stay
+    resident beside it)."""
 
     name: str
     lower: Callable[[], Any]
+    arguments: Any
     resident_in: int
     model_flops: float | None = None
 
@@ -220,7 +229,7 @@ def _generate_program(run, name, sampler, policy, prompts, *, method, n, max_new
                 max_new=max_new,
             )
 
-    return Program(name, lower, resident)
+    return Program(name, lower, (policy, prompts, rng, aux), resident)
 
 
 def sft_programs(run: SFTRun) -> list[Program]:
@@ -232,7 +241,15 @@ def sft_programs(run: SFTRun) -> list[Program]:
     patches = d.batch_size * batch["visual_pixels"].shape[2]
     step = run.jitted("train", batch)
     flops = model_flops(run, tokens, patches, d.max_length)
-    return [Program("train_step", lambda: step.lower(state, batch), per_chip_bytes(state), flops)]
+    return [
+        Program(
+            "train_step",
+            lambda: step.lower(state, batch),
+            (state, batch),
+            per_chip_bytes(state),
+            flops,
+        )
+    ]
 
 
 def grpo_programs(run: SFTRun) -> list[Program]:
@@ -302,7 +319,11 @@ def grpo_programs(run: SFTRun) -> list[Program]:
         )
     if logps:
         # The reference pass has the policy's shapes (LoRA: the base, adapters off).
-        progs.append(Program("logp", lambda: grpo.logp_fn.lower(policy, piece), params_bytes))
+        progs.append(
+            Program(
+                "logp", lambda: grpo.logp_fn.lower(policy, piece), (policy, piece), params_bytes
+            )
+        )
     norms = _replicated(
         {
             "num_global_tokens": np.float32(0),
@@ -317,7 +338,11 @@ def grpo_programs(run: SFTRun) -> list[Program]:
     trained, frozen = split_trainable(params, run.trainable)
     progs.append(
         Program(
-            "update", lambda: grpo.grad_fn.lower(trained, frozen, full, norms), params_bytes, flops
+            "update",
+            lambda: grpo.grad_fn.lower(trained, frozen, full, norms),
+            (trained, frozen, full, norms),
+            params_bytes,
+            flops,
         )
     )
     loss = _abstract((), np.float32, NamedSharding(mesh, PartitionSpec()))
@@ -325,6 +350,7 @@ def grpo_programs(run: SFTRun) -> list[Program]:
         Program(
             "optimizer",
             lambda: grpo.apply_fn.lower(state, trained, loss),
+            (state, trained, loss),
             per_chip_bytes(state),
         )
     )
@@ -422,8 +448,13 @@ def compile_programs(config: ml_collections.ConfigDict, slice_: Slice) -> dict[s
     rows = {}
     for p in programs:
         start = time.perf_counter()
+        sharded = {"sharded_argument_bytes": per_chip_bytes(p.arguments)}
         try:
-            compiled = p.lower().compile()
+            lowered = p.lower()
+            if not config.aot.compile:
+                rows[p.name] = {**sharded, "lower_s": round(time.perf_counter() - start, 1)}
+                continue
+            compiled = lowered.compile()
         except Exception as e:  # reported, and the job fails naming the program
             rows[p.name] = {"error": f"{type(e).__name__}: {str(e)[:2000]}"}
             continue
@@ -438,6 +469,7 @@ def compile_programs(config: ml_collections.ConfigDict, slice_: Slice) -> dict[s
             + max(0, resident - p.resident_in)
         )
         row = {
+            **sharded,
             "argument_bytes": int(mem.argument_size_in_bytes),
             "temp_bytes": int(mem.temp_size_in_bytes),
             "output_bytes": int(mem.output_size_in_bytes),
@@ -460,6 +492,7 @@ def compile_programs(config: ml_collections.ConfigDict, slice_: Slice) -> dict[s
                 row["mfu"] = p.model_flops / (step * peak_flops)
         rows[p.name] = row
     return {
+        "compiled": bool(config.aot.compile),
         "topology": slice_.name,
         "chip": slice_.chip.name,
         "chips": slice_.num_chips,
@@ -480,6 +513,10 @@ def table(report: dict[str, Any]) -> str:
     for name, r in report["programs"].items():
         if "error" in r:
             lines.append(f"| {name} | error: {r['error'][:80]} |" + " |" * 7)
+            continue
+        if "argument_bytes" not in r:  # lowered only: the arguments as sharded
+            row = f"| {name} | {gib(r['sharded_argument_bytes'])} |" + " - |" * 6
+            lines.append(row + f" lowered in {r['lower_s']} s |")
             continue
         lines.append(
             f"| {name} | {gib(r['argument_bytes'])} | {gib(r['temp_bytes'])} | "
@@ -504,7 +541,7 @@ def run_aot(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         else f"{name}: needs {r['peak_bytes'] / GIB:.2f} "
         f"GiB per chip, the chip has {r['hbm_bytes'] / GIB:.2f}"
         for name, r in report["programs"].items()
-        if "error" in r or not r["fits"]
+        if "error" in r or not r.get("fits", True)
     ]
     if bad:
         raise DoesNotFit(f"{slice_.name}: " + "; ".join(bad))

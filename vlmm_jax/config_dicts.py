@@ -152,6 +152,7 @@ def sft_defaults(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.aot = ml_collections.ConfigDict()  # --config.job=aot: compile this recipe for a TPU slice
     c.aot.topology = "v5p-8"  # a Cloud TPU slice: v5p-8, v5p-64, v5e-8, v5e-16, v6e-8, ...
     c.aot.step_time = 0.0  # seconds per step measured on hardware, for the MFU; 0: not reported
+    c.aot.compile = True  # False: lower only, report the arguments' per-chip bytes (no fit check)
     return c
 
 

@@ -43,8 +43,10 @@ def test_shared_prefix_equals_naive():
         )
         return grpo_loss(logp, None, None, adv, mask, loss_type="dapo")[0], logp
 
-    (l_s, lp_s), g_s = jax.value_and_grad(loss, has_aux=True)(params, True)
-    (l_n, lp_n), g_n = jax.value_and_grad(loss, has_aux=True)(params, False)
+    # Jitted: the same program op by op would compile each primitive on its own (minutes).
+    grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+    (l_s, lp_s), g_s = grad(params, True)
+    (l_n, lp_n), g_n = grad(params, False)
     np.testing.assert_allclose(lp_s, lp_n, atol=2e-5)
     np.testing.assert_allclose(l_s, l_n, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_s), jax.tree.leaves(g_n), strict=True):
@@ -58,14 +60,17 @@ def test_entropy_of_the_shared_prefix_pass():
     params = init_params(model, jax.random.key(0))
     prompts = batch_inputs([Prompt(0).text(2).video(2, 4, 4).text(2)])
     completions = jnp.asarray(np.random.default_rng(0).integers(1, 400, (G, N)), jnp.int32)
-    entropy = Policy(model=model, params=params).completion_stats(
-        device_inputs(prompts, model), completions, group=G, temperature=0.5
-    )["entropy"]
+    stats = jax.jit(
+        lambda p, dev: Policy(model=model, params=p).completion_stats(
+            dev, completions, group=G, temperature=0.5
+        )
+    )
+    entropy = stats(params, device_inputs(prompts, model))["entropy"]
     rep = repeat_prompts(prompts, G, config)
     ids = np.concatenate([rep["input_ids"], np.asarray(completions)], 1)
     mask = np.concatenate([rep["attention_mask"], np.ones((G, N), np.int64)], 1)
     vision = {k: v for k, v in rep.items() if k not in ("input_ids", "attention_mask")}
-    out = model.apply({"params": params}, ids, mask, **vision)
+    out = jax.jit(lambda p: model.apply({"params": p}, ids, mask, **vision))(params)
     t = prompts["input_ids"].shape[1]
     z = np.asarray(out.logits[:, t - 1 : -1], np.float64) / 0.5
     p = np.exp(z - z.max(-1, keepdims=True))
