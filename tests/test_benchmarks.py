@@ -40,7 +40,7 @@ def test_fewer_than_five_repeats_warns():
         interleaved({"a": lambda: None}, repeats=2)
 
 
-@pytest.mark.parametrize("script", ["sample", "train_step", "tts", "visual_pathway"])
+@pytest.mark.parametrize("script", ["long_video", "sample", "train_step", "tts", "visual_pathway"])
 def test_both_spellings_import(script):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     for cmd in ([f"benchmarks/{script}.py"], ["-m", f"benchmarks.{script}"]):

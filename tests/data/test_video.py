@@ -268,3 +268,48 @@ def test_sequential_fallback_when_seeking_fails(tmp_path, monkeypatch):
 @given(total=st.integers(1, 16_000), half=st.integers(1, 384))
 def test_sample_indices_match_torch_linspace(total, half):
     assert video.sample_indices(total, 2 * half).tolist() == _qwen_indices(total, 2 * half)
+
+
+def _textured(size, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (*size, 3), np.uint8)
+
+
+@pytest.mark.parametrize("rotation", [None, (90,)])
+def test_resize_while_decoding_equals_resizing_after(tmp_path, rotation):
+    """`resize` gives the frames that decoding first and resizing the stack after gives (the
+    size chosen from the displayed frame: a 90-degree rotation swaps the sides)."""
+    from vlmm_jax.data.vision_processing import resize_bicubic, video_size
+
+    if rotation and not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display matrix")
+    kw = {"rotation": rotation} if rotation else {}
+    path = _write(tmp_path / "v.mkv", "ffv1", n=12, size=(70, 98), image=_textured((70, 98)), **kw)
+    size = lambda f, h, w: video_size(f, h, w, min_pixels=28 * 28, max_pixels=56 * 84)  # noqa: E731
+    full, fps_full = load_video(path, nframes=6)
+    small, fps_small = load_video(path, nframes=6, resize=size)
+    want = resize_bicubic(full, *size(6, *full.shape[1:3]))
+    assert small.shape == want.shape and fps_small == fps_full
+    np.testing.assert_array_equal(small, want)
+
+
+def test_resize_while_decoding_holds_one_source_frame(tmp_path):
+    """Peak host memory while loading 32 sampled frames of 448x448 resized to 56x56: one source
+    frame and its float32 working copies (about 9 frames' worth of uint8 bytes), not the 32
+    source frames that are then resized."""
+    import tracemalloc
+
+    path = _write(tmp_path / "v.mkv", "ffv1", n=32, size=(448, 448), image=_textured((448, 448)))
+    source_frame = 448 * 448 * 3
+
+    def peak(**kw):
+        tracemalloc.start()
+        frames, _ = load_video(path, nframes=32, **kw)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return frames, top
+
+    full, full_peak = peak()
+    small, small_peak = peak(resize=lambda f, h, w: (56, 56))
+    assert full.shape == (32, 448, 448, 3) and small.shape == (32, 56, 56, 3)
+    assert full_peak >= 32 * source_frame
+    assert small_peak < 12 * source_frame, small_peak / source_frame

@@ -255,3 +255,13 @@ def test_bad_inputs():
         process_video(_image(56, 56))
     with pytest.raises(ValueError, match="aspect ratio"):
         process_images([_image(2, 500)])
+
+
+def test_resizing_a_few_frames_at_a_time_changes_nothing(monkeypatch):
+    """Frames resized in chunks (bounded float32 memory) equal the whole stack at once."""
+    from vlmm_jax.data import vision_processing
+
+    frames = np.random.default_rng(0).integers(0, 256, (7, 30, 44, 3), np.uint8)
+    whole = vision_processing.resize_bicubic(frames, 28, 56)
+    monkeypatch.setattr(vision_processing, "_RESIZE_CHUNK_VALUES", 2 * 30 * 44 * 3)  # 2 frames
+    np.testing.assert_array_equal(vision_processing.resize_bicubic(frames, 28, 56), whole)

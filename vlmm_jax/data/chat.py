@@ -39,6 +39,7 @@ from vlmm_jax.data.vision_processing import (
     VIDEO_TOTAL_PIXELS,
     process_images,
     process_video,
+    video_size,
 )
 from vlmm_jax.models.config import ModelConfig
 from vlmm_jax.models.positions import rope_index
@@ -289,19 +290,21 @@ def load_visual(
         return {}
     try:
         if example.video is not None:
-            frames, sample_fps = load_video(
+            budget = dict(
+                min_pixels=options.min_pixels,
+                max_pixels=options.max_pixels,
+                total_pixels=options.total_pixels,
+            )
+            frames, sample_fps = load_video(  # each frame resized as it is decoded
                 path,
                 fps=options.fps,
                 nframes=options.nframes,
                 min_frames=options.min_frames,
                 max_frames=options.max_frames,
+                resize=functools.partial(video_size, **budget),
             )
-            pixels, grid = process_video(
-                frames,
-                min_pixels=options.min_pixels,
-                max_pixels=options.max_pixels,
-                total_pixels=options.total_pixels,
-                temporal_patch_size=temporal_patch_size,
+            pixels, grid = process_video(  # at its size already: normalised and patchified
+                frames, **budget, temporal_patch_size=temporal_patch_size
             )
             spg = np.asarray([temporal_patch_size / sample_fps], np.float32)
             return {

@@ -9,10 +9,13 @@ How only the sampled frames are decoded: one demux pass reads the packet headers
 keyframe flags; no decoding) to count the frames and locate the keyframes. The sampled frames are
 then visited in time order: when a keyframe lies between the last decoded frame and the next
 target, the decoder seeks to that keyframe, otherwise it decodes forward. So a 1-hour video costs
-about one GOP of decoding per sampled frame, and only the sampled frames (converted to RGB) are
-kept in memory. Streams without packet timestamps or keyframe flags, and files that cannot seek,
-are decoded once, front to back, keeping only the sampled frames. A packet that fails to decode
-is skipped with a warning; sampled frames past the last decodable one repeat it.
+about one GOP of decoding per sampled frame. Each sampled frame is converted to RGB (and, with
+``resize``, to its output size) as soon as it is decoded, and the decoded picture is dropped: only
+the converted frames are kept in memory, e.g. 768 frames at the processor's size rather than at
+1080p (``resize`` is how the data pipeline calls it). Streams without packet timestamps or
+keyframe flags, and files that cannot seek, are decoded once, front to back, keeping only the
+sampled frames. A packet that fails to decode is skipped with a warning; sampled frames past the
+last decodable one repeat it.
 
 Timestamps, not decode order, identify frames: frame i is the i-th presentation timestamp. A
 sampled index is turned into an instant on the uniform grid from the first to the last timestamp
@@ -28,10 +31,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import av
 import numpy as np
+
+from vlmm_jax.data.vision_processing import resize_bicubic
 
 FRAME_FACTOR = 2
 FPS = 2.0
@@ -39,6 +44,9 @@ FPS_MIN_FRAMES = 4
 FPS_MAX_FRAMES = 768
 
 _log = logging.getLogger(__name__)
+
+# (sampled frames F, displayed height H, width W) -> the (height, width) each frame is resized to
+Resize = Callable[[int, int, int], tuple[int, int]]
 
 
 def round_by_factor(number: float, factor: int) -> int:
@@ -200,30 +208,67 @@ def _decode_frames(container, stream, path: str) -> Iterator[av.VideoFrame]:
             )
 
 
-def _decode_sequential(container, stream, wanted: np.ndarray, path: str) -> list:
-    """Decode front to back, keeping the frames whose ordinal is in ``wanted`` [F]."""
+class _Converter:
+    """Decoded frame -> uint8 ``[H, W, 3]`` RGB, rotated for display (the first frame's display
+    matrix, else the stream's legacy ``rotate`` tag) and resized when ``resize`` is given (the
+    size chosen from the first frame). A frame is converted once per ``key``."""
+
+    def __init__(self, stream, count: int, resize: Resize | None):
+        self.rotate = stream.metadata.get("rotate")
+        self.count, self.resize = count, resize
+        self.matrix, self.size, self.first = None, None, True
+        self.done: dict = {}
+
+    def __call__(self, frame: av.VideoFrame, key) -> np.ndarray:
+        if key in self.done:
+            return self.done[key]
+        if self.first:
+            self.matrix = _frame_display_matrix(frame)
+            if self.matrix is None and self.rotate is not None:
+                self.matrix = _rotate_matrix(float(self.rotate))
+            self.first = False
+        a = frame.to_ndarray(format="rgb24")  # [H, W, 3]
+        if self.matrix is not None:
+            a = display_transform(a, self.matrix)
+        if self.resize is not None:
+            if self.size is None:
+                self.size = tuple(int(x) for x in self.resize(self.count, *a.shape[:2]))
+            a = resize_bicubic(a, *self.size)
+        self.done[key] = a
+        return a
+
+
+def _decode_sequential(container, stream, wanted: np.ndarray, path: str, convert) -> list:
+    """Decode front to back, converting the frames whose ordinal is in ``wanted`` [F]."""
     keep, last, wanted_set = {}, None, set(wanted.tolist())
     for i, frame in enumerate(_decode_frames(container, stream, path)):
-        last = frame
+        last = (i, frame)
         if i in wanted_set:
-            keep[i] = frame
+            keep[i] = convert(frame, i)
             if len(keep) == len(wanted_set):
                 break
     # Ordinals past the last decodable frame (a corrupt tail) get that frame.
-    return [keep.get(i, last) for i in wanted.tolist()]
+    missing = [i for i in wanted.tolist() if i not in keep]
+    if missing and last is not None:
+        tail = convert(last[1], last[0])
+        keep.update(dict.fromkeys(missing, tail))
+    return [keep.get(i) for i in wanted.tolist()]
 
 
-def _decode_seeking(container, stream, targets: np.ndarray, keys: np.ndarray, path: str):
-    """Decode the frames at sorted pts ``targets``, seeking to keyframes to skip ahead.
+def _decode_seeking(
+    container, stream, targets: np.ndarray, keys: np.ndarray, path: str, convert
+) -> dict[int, np.ndarray]:
+    """Decode and convert the frames at sorted pts ``targets``, seeking to keyframes to skip
+    ahead.
 
-    Returns {target pts: frame}; a target the decoder never produced maps to the next frame it
-    did produce (or the last one).
+    Returns {target pts: converted frame}; a target the decoder never produced maps to the next
+    frame it did produce (or the last one).
     """
-    out: dict[int, av.VideoFrame] = {}
+    out: dict[int, np.ndarray] = {}
     frames, current, last, first = None, None, None, False
     for target in targets.tolist():
         if last is not None and last.pts is not None and last.pts >= target:
-            out[target] = last  # already passed: the target was not produced
+            out[target] = convert(last, last.pts)  # already passed: the target was not produced
             continue
         k = np.searchsorted(keys, target, side="right") - 1
         key = int(keys[k]) if k >= 0 else None
@@ -243,12 +288,12 @@ def _decode_seeking(container, stream, targets: np.ndarray, keys: np.ndarray, pa
                 continue
             first, current, last = False, frame.pts, frame
             if frame.pts >= target:
-                out[target] = frame
+                out[target] = convert(frame, frame.pts)
                 break
         else:
             if last is None:
                 return out
-            out[target] = last
+            out[target] = convert(last, last.pts)
     return out
 
 
@@ -272,6 +317,7 @@ def load_video(
     min_frames: int = FPS_MIN_FRAMES,
     max_frames: int = FPS_MAX_FRAMES,
     strict: bool = False,
+    resize: Resize | None = None,
 ) -> tuple[np.ndarray, float]:
     """Decode the Qwen-sampled frames of a video file (mp4, webm, mkv, avi, ...).
 
@@ -282,9 +328,14 @@ def load_video(
       min_frames, max_frames: bounds on the fps-derived count (see ``smart_nframes``).
       strict: raise, as qwen_vl_utils does, instead of repeating frames when the video has fewer
         frames than the count.
+      resize: ``(F, H, W) -> (h, w)``: resize each frame (antialiased bicubic, as
+        ``vision_processing.resize_bicubic``) to ``(h, w)`` as soon as it is decoded, so that no
+        more than one frame is held at the source's size (``vision_processing.video_size`` gives
+        the processor's size).
 
     Returns:
-      (frames uint8 [F, H, W, 3] RGB, rotated as the display matrix says; sample_fps =
+      (frames uint8 [F, H, W, 3] RGB (``[F, h, w, 3]`` with ``resize``), rotated as the display
+      matrix says; sample_fps =
       ``F / total_frames * video_fps``, video_fps being the container's average frame rate, or
       the rate measured from the timestamps when the two disagree by more than 1% (VFR)).
 
@@ -320,12 +371,15 @@ def load_video(
         right = np.clip(np.searchsorted(pts, grid), 1, total - 1)
         left = right - 1
         idx = np.where(grid - pts[left] <= pts[right] - grid, left, right)
-    frames = _decode(path, pts, keys, idx)
+    frames = _decode(path, pts, keys, idx, resize)
     return frames, n / max(total, 1e-6) * video_fps
 
 
-def _decode(path: str, pts: np.ndarray | None, keys: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """The frames at sorted-pts ordinals ``idx`` [F], rotated for display: uint8 [F, H, W, 3]."""
+def _decode(
+    path: str, pts: np.ndarray | None, keys: np.ndarray, idx: np.ndarray, resize: Resize | None
+) -> np.ndarray:
+    """The frames at sorted-pts ordinals ``idx`` [F], converted (see ``_Converter``) as they are
+    decoded: uint8 [F, H, W, 3]."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -333,7 +387,10 @@ def _decode(path: str, pts: np.ndarray | None, keys: np.ndarray, idx: np.ndarray
         chosen = None
         if pts is not None and len(keys):
             try:
-                by_pts = _decode_seeking(container, stream, np.unique(pts[idx]), keys, path)
+                convert = _Converter(stream, len(idx), resize)
+                by_pts = _decode_seeking(
+                    container, stream, np.unique(pts[idx]), keys, path, convert
+                )
                 chosen = [by_pts.get(int(t)) for t in pts[idx]]
             except av.FFmpegError as e:  # e.g. a file that cannot seek: decode front to back
                 _log.warning("load_video: %s: seeking failed (%s), decoding sequentially", path, e)
@@ -341,18 +398,11 @@ def _decode(path: str, pts: np.ndarray | None, keys: np.ndarray, idx: np.ndarray
                 container = _open(path)
                 stream = container.streams.video[0]
         if chosen is None:
-            chosen = _decode_sequential(container, stream, idx, path)
+            convert = _Converter(stream, len(idx), resize)
+            chosen = _decode_sequential(container, stream, idx, path, convert)
         if not chosen or any(f is None for f in chosen):
             raise ValueError(f"load_video: {path}: no decodable video frames")
-        matrix = _frame_display_matrix(chosen[0])
-        if matrix is None and "rotate" in stream.metadata:
-            matrix = _rotate_matrix(float(stream.metadata["rotate"]))
-        arrays = {}  # repeated frames are converted once
-        for f in chosen:
-            if id(f) not in arrays:
-                a = f.to_ndarray(format="rgb24")  # [H, W, 3]
-                arrays[id(f)] = a if matrix is None else display_transform(a, matrix)
-        return np.stack([arrays[id(f)] for f in chosen])  # [F, H, W, 3]
+        return np.stack(chosen)  # [F, H, W, 3]
     except av.FFmpegError as e:
         raise ValueError(f"load_video: cannot decode {path}: {e}") from e
     finally:

@@ -107,6 +107,28 @@ def video_max_pixels(
     return budget if max_pixels is None else min(max_pixels, budget)
 
 
+def video_size(
+    nframes: int,
+    height: int,
+    width: int,
+    *,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int | None = None,
+    total_pixels: int = VIDEO_TOTAL_PIXELS,
+    patch_size: int = PATCH_SIZE,
+    merge_size: int = MERGE_SIZE,
+) -> tuple[int, int]:
+    """The (height, width) ``process_video`` resizes ``nframes`` frames of ``height x width`` to:
+    ``smart_resize`` under the per-frame cap ``video_max_pixels(nframes)`` (qwen_vl_utils
+    ``fetch_video``). `load_video(resize=...)` takes it to resize frames as they are decoded."""
+    cap = video_max_pixels(
+        nframes, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels
+    )
+    return smart_resize(
+        height, width, factor=patch_size * merge_size, min_pixels=min_pixels, max_pixels=cap
+    )
+
+
 def _cubic(x: np.ndarray) -> np.ndarray:
     """Keys' cubic kernel with a = -0.5 (PIL's and torch's antialiased bicubic), in float32."""
     a = np.float32(-0.5)
@@ -156,8 +178,14 @@ def _resize_axis(x: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     return np.moveaxis(y.reshape(o, *moved.shape[1:]), 0, axis)
 
 
+_RESIZE_CHUNK_VALUES = 1 << 25  # source values resized at once (128 MiB as float32)
+
+
 def resize_bicubic(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """Antialiased bicubic resize of uint8 frames, as torchvision's ``resize(BICUBIC, antialias)``.
+
+    Frames are resized a few at a time (each on its own: the result does not depend on the
+    chunks), so the float32 working copy stays near 128 MiB whatever the frame count.
 
     Args:
       frames: uint8 [F, H, W, C] (or [H, W, C]).
@@ -174,6 +202,15 @@ def resize_bicubic(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     h_axis, w_axis = frames.ndim - 3, frames.ndim - 2
     if frames.shape[h_axis] == height and frames.shape[w_axis] == width:
         return frames.copy()  # the unit-scale filter is the identity
+    if frames.ndim == 4 and len(frames) > 1:  # a few frames at a time: bounded float32 memory
+        step = max(1, _RESIZE_CHUNK_VALUES // max(1, int(np.prod(frames.shape[1:]))))
+        if step < len(frames):
+            return np.concatenate(
+                [
+                    resize_bicubic(frames[i : i + step], height, width)
+                    for i in range(0, len(frames), step)
+                ]
+            )
     x = frames.astype(np.float32)
     if frames.shape[w_axis] != width:
         x = _resize_axis(x, width, w_axis)
@@ -303,11 +340,15 @@ def process_video(
     f, h, w, _ = video.shape
     if f == 0:
         raise ValueError("process_video: video has no frames")
-    cap = video_max_pixels(
-        f, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels
-    )
-    rh, rw = smart_resize(
-        h, w, factor=patch_size * merge_size, min_pixels=min_pixels, max_pixels=cap
+    rh, rw = video_size(
+        f,
+        h,
+        w,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        total_pixels=total_pixels,
+        patch_size=patch_size,
+        merge_size=merge_size,
     )
     x = normalize(resize_bicubic(video, rh, rw))  # [F, H', W', C]
     patches, grid = patchify(
