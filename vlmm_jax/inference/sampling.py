@@ -96,8 +96,8 @@ class TopP(RandomSampling):
 
     No sort of the vocabulary: the kept set is every logit at or above a threshold, found by
     bisection over the logits' 32-bit order keys (32 masked sums over `[B, V]`; exact, since
-    the mass above a threshold only falls as it rises). On a CPU this is about 7x faster than
-    sorting at 64 rows x 1k tokens.
+    the mass above a threshold only falls as it rises), where a sort of every row dominated a
+    CPU decode step.
     """
 
     p: float = 0.9
