@@ -350,7 +350,8 @@ def process_video(
         patch_size=patch_size,
         merge_size=merge_size,
     )
-    x = normalize(resize_bicubic(video, rh, rw))  # [F, H', W', C]
+    # Frames already at the size (`load_video(resize=video_size)`) are normalised as they are.
+    x = normalize(video if (h, w) == (rh, rw) else resize_bicubic(video, rh, rw))  # [F, H', W', C]
     patches, grid = patchify(
         x, patch_size=patch_size, merge_size=merge_size, temporal_patch_size=temporal_patch_size
     )
