@@ -425,8 +425,8 @@ class Sampler:
             n = 1
         policy, args = self.prepare(policy, inputs)
         rng = jax.random.key(0) if rng is None else rng
-        per_prompt = bool(key_batch_shape(rng))
-        if per_prompt and key_batch_shape(rng) != (b,):
+        per_prompt = key_batch_shape(rng) == (b,)
+        if not per_prompt and key_batch_shape(rng):
             raise ValueError(f"rng: one key or one per prompt {(b,)}, got shape {rng.shape}")
         if row_ids is None:
             per_row = jnp.arange(num_samples)
