@@ -15,6 +15,7 @@ import ml_collections
 from vlmm_jax.models.config import PRESETS, ModelConfig, TextConfig, VisionConfig
 
 _RUNTIME = (
+    "model_type",  # the family (architecture, not a run-time switch; kept beside them here)
     "dtype",
     "param_dtype",
     "scan_layers",
@@ -62,7 +63,7 @@ def build_model_config(cd: ml_collections.ConfigDict) -> ModelConfig:
     unknown = sorted(set(d) - allowed) + [f"vision.{k}" for k in sorted(set(vision) - vision_names)]
     if unknown:
         raise ValueError(f"config.model: unknown field(s) {unknown}")
-    tuples = {"mrope_section", "fullatt_block_indexes"}
+    tuples = {"mrope_section", "fullatt_block_indexes", "deepstack_visual_indexes"}
     text = TextConfig(
         **{k: tuple(v) if k in tuples else v for k, v in d.items() if k in text_names}
     )

@@ -98,8 +98,9 @@ class Prompt:
         return self
 
 
-def batch_inputs(prompts, pad_left=True):
-    """Pads prompts to one batch; returns numpy inputs in transformers' layout."""
+def batch_inputs(prompts, pad_left=True, patch=14):
+    """Pads prompts to one batch; returns numpy inputs in transformers' layout (`patch`: the
+    vision tower's patch size)."""
     length = max(len(p.ids) for p in prompts)
     ids = np.zeros((len(prompts), length), np.int64)
     mask = np.zeros_like(ids)
@@ -113,11 +114,11 @@ def batch_inputs(prompts, pad_left=True):
     if images:
         out["image_grid_thw"] = np.array(images, np.int64)
         n = int(np.prod(images, axis=1).sum())
-        out["pixel_values"] = rng.normal(size=(n, 3 * 2 * 14 * 14)).astype(np.float32)
+        out["pixel_values"] = rng.normal(size=(n, 3 * 2 * patch * patch)).astype(np.float32)
     if videos:
         out["video_grid_thw"] = np.array(videos, np.int64)
         n = int(np.prod(videos, axis=1).sum())
-        out["pixel_values_videos"] = rng.normal(size=(n, 3 * 2 * 14 * 14)).astype(np.float32)
+        out["pixel_values_videos"] = rng.normal(size=(n, 3 * 2 * patch**2)).astype(np.float32)
         out["second_per_grid_ts"] = np.array([s for p in prompts for s in p.spg], np.float32)
     return out
 

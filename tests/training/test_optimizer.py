@@ -76,3 +76,30 @@ def test_multiplier_that_matches_nothing_is_named():
     frozen.lr_multipliers.vision = 10.0  # frozen: nothing left for it to scale
     with pytest.raises(ValueError, match="vision"):
         first_update(frozen)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny_qwen3"])
+@pytest.mark.parametrize("scan", [False, True])
+def test_parts_and_decay_cover_every_parameter(preset, scan):
+    """Every parameter of both families is in exactly one of vision / merger / llm, and weight
+    decay reaches the matrices only: no norm scale and no bias, even split into heads
+    (`q_bias [N, H]`, `qkv_bias [3, N, H]`) or stacked by the layer scan."""
+    import re
+
+    import flax.linen as nn
+    import jax
+
+    from vlmm_jax.models import PRESETS, abstract_params
+    from vlmm_jax.training.optimizer import PARTS, _decay_mask, path_str
+
+    params = nn.meta.unbox(abstract_params(PRESETS[preset]().replace(scan_layers=scan)))
+    paths = {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    for name in paths:
+        parts = [k for k in ("vision", "merger", "llm") if re.search(PARTS[k], name)]
+        assert len(parts) == 1, f"{name} is in parts {parts}"
+    decayed = {path_str(p): d for p, d in jax.tree_util.tree_leaves_with_path(_decay_mask(params))}
+    for name, x in paths.items():
+        stacked = scan and name.startswith(("decoder/layers/", "visual/blocks/"))
+        matrix = x.ndim - stacked >= 2 and not name.endswith(("scale", "bias"))
+        assert decayed[name] == matrix, name
+    assert any(n.endswith("q_bias") or n.endswith("qkv_bias") for n in paths)

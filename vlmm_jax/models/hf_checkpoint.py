@@ -1,13 +1,14 @@
-"""Hugging Face Qwen2.5-VL checkpoints: `config.json` + safetensors, read lazily, written sharded.
+"""Hugging Face Qwen2.5-VL / Qwen3-VL checkpoints: `config.json` + safetensors, read lazily,
+written sharded.
 
 The mapping is a table of (our parameter path, HF tensor name, layout) rows; every tensor is read
 on its own (`safe_open`), converted, checked and, given a mesh, placed straight onto its sharding,
 so a 7B checkpoint never sits in host memory twice. All mismatches (missing tensors, wrong shapes,
 unexpected tensors) are collected and reported together. Only safetensors are read: never pickle.
 
-HF names are accepted in both the published layout (`model.layers.*`, `visual.*`: what Qwen ships
-and what transformers writes) and transformers 5's in-memory layout (`model.language_model.*`,
-`model.visual.*`); we write the published one.
+HF names are accepted in both the Qwen2.5-VL published layout (`model.layers.*`, `visual.*`) and
+the layout Qwen3-VL ships and transformers 5 writes (`model.language_model.*`, `model.visual.*`);
+the tables below use the first, and a checkpoint is written in its family's published layout.
 """
 
 from __future__ import annotations
@@ -61,6 +62,36 @@ _VISION = [
     ("mlp/up_bias", "mlp.up_proj.bias", "copy"),
     ("mlp/down_bias", "mlp.down_proj.bias", "copy"),
 ]
+_QWEN3_TEXT = [
+    row
+    for row in _TEXT
+    if not row[0].endswith("_bias")  # Qwen3: no q/k/v biases
+] + [
+    ("q_norm/scale", "self_attn.q_norm.weight", "copy"),
+    ("k_norm/scale", "self_attn.k_norm.weight", "copy"),
+]
+_QWEN3_VISION = [
+    ("norm1/scale", "norm1.weight", "copy"),
+    ("norm1/bias", "norm1.bias", "copy"),
+    ("norm2/scale", "norm2.weight", "copy"),
+    ("norm2/bias", "norm2.bias", "copy"),
+    ("qkv", "attn.qkv.weight", "linear"),
+    ("qkv_bias", "attn.qkv.bias", "bias"),
+    ("proj", "attn.proj.weight", "linear_in"),
+    ("proj_bias", "attn.proj.bias", "copy"),
+    ("mlp/fc1", "mlp.linear_fc1.weight", "linear"),
+    ("mlp/fc1_bias", "mlp.linear_fc1.bias", "copy"),
+    ("mlp/fc2", "mlp.linear_fc2.weight", "linear"),
+    ("mlp/fc2_bias", "mlp.linear_fc2.bias", "copy"),
+]
+_QWEN3_MERGER = [  # under visual/merger (visual.merger) or visual/deepstack_merger_k
+    ("norm/scale", "norm.weight", "copy"),
+    ("norm/bias", "norm.bias", "copy"),
+    ("fc1", "linear_fc1.weight", "linear"),
+    ("fc1_bias", "linear_fc1.bias", "copy"),
+    ("fc2", "linear_fc2.weight", "linear"),
+    ("fc2_bias", "linear_fc2.bias", "copy"),
+]
 _GLOBAL = [
     ("embed_tokens", "model.embed_tokens.weight", "copy"),
     ("lm_head", "lm_head.weight", "linear"),
@@ -71,6 +102,10 @@ _GLOBAL = [
     ("visual/merger/fc1_bias", "visual.merger.mlp.0.bias", "copy"),
     ("visual/merger/fc2", "visual.merger.mlp.2.weight", "linear"),
     ("visual/merger/fc2_bias", "visual.merger.mlp.2.bias", "copy"),
+]
+_QWEN3_GLOBAL = [row for row in _GLOBAL if "merger" not in row[0]] + [
+    ("visual/patch_embed_bias", "visual.patch_embed.proj.bias", "copy"),
+    ("visual/pos_embed", "visual.pos_embed.weight", "copy"),
 ]
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
@@ -84,16 +119,42 @@ def canonical_name(name: str) -> str:
     return name
 
 
+def published_name(name: str, config: ModelConfig) -> str:
+    """The name a tensor of the tables (Qwen2.5-VL's published layout) has in `config`'s
+    family's published checkpoints (Qwen3-VL: `model.language_model.*`, `model.visual.*`)."""
+    if not config.is_qwen3:
+        return name
+    if name.startswith("visual."):
+        return "model." + name
+    if name.startswith("model."):
+        return "model.language_model." + name[len("model.") :]
+    return name
+
+
 def _rows(config: ModelConfig) -> Iterator[tuple[str, str, str, int | None]]:
     """(our path, HF name, layout, layer index or None) for every parameter."""
     scan = config.scan_layers
-    for ours, hf, layout in _GLOBAL:
+    qwen3 = config.is_qwen3
+    for ours, hf, layout in _QWEN3_GLOBAL if qwen3 else _GLOBAL:
         if ours == "lm_head" and config.text.tie_word_embeddings:
             continue
         yield ours, hf, layout, None
+    if qwen3:
+        mergers = [("merger", "merger")] + [
+            (f"deepstack_merger_{k}", f"deepstack_merger_list.{k}")
+            for k in range(len(config.vision.deepstack_visual_indexes))
+        ]
+        for ours_prefix, hf_prefix in mergers:
+            for ours, hf, layout in _QWEN3_MERGER:
+                yield f"visual/{ours_prefix}/{ours}", f"visual.{hf_prefix}.{hf}", layout, None
     for prefix, hf_prefix, rows, num in (
-        ("decoder/layers", "model.layers", _TEXT, config.text.num_layers),
-        ("visual/blocks", "visual.blocks", _VISION, config.vision.depth),
+        ("decoder/layers", "model.layers", _QWEN3_TEXT if qwen3 else _TEXT, config.text.num_layers),
+        (
+            "visual/blocks",
+            "visual.blocks",
+            _QWEN3_VISION if qwen3 else _VISION,
+            config.vision.depth,
+        ),
     ):
         for i in range(num):
             for ours, hf, layout in rows:
@@ -259,7 +320,7 @@ def from_pretrained(
     shardings: dict | Callable | None = None,
     **config_overrides,
 ) -> tuple[Qwen2_5_VL, dict]:
-    """`(model, params)` from a Hugging Face Qwen2.5-VL directory.
+    """`(model, params)` from a Hugging Face Qwen2.5-VL or Qwen3-VL directory.
 
     Args:
       path: a directory with `config.json` and safetensors (single file or sharded with index).
@@ -339,8 +400,9 @@ def save_pretrained(
         for ours, hf, layout, layer, hf_shape in plan[lo:hi]:
             x = flat[ours] if layer is None or not config.scan_layers else flat[ours][layer]
             t = _to_hf(_host_value(x), layout, hf_shape)
-            shard[hf] = np.ascontiguousarray(t.astype(out_dtype))
-            total += shard[hf].nbytes
+            name_out = published_name(hf, config)
+            shard[name_out] = np.ascontiguousarray(t.astype(out_dtype))
+            total += shard[name_out].nbytes
         if writer:
             save_file(shard, os.path.join(path, name), metadata={"format": "pt"})
         weight_map.update({k: name for k in shard})
@@ -353,3 +415,17 @@ def save_pretrained(
     hf_config["dtype"] = out_dtype.name
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf_config, f, indent=2)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump(generation_config(config), f, indent=2)
+
+
+def generation_config(config: ModelConfig) -> dict:
+    """`generation_config.json`: the token ids `generate` needs to stop and pad (every EOS id;
+    sampling settings are left to the caller)."""
+    eos = config.eos_token_id
+    out = {"eos_token_id": list(eos) if isinstance(eos, tuple) else eos}
+    if config.bos_token_id is not None:
+        out["bos_token_id"] = config.bos_token_id
+    if config.pad_token_id is not None:
+        out["pad_token_id"] = config.pad_token_id
+    return out

@@ -36,13 +36,33 @@ class RMSNorm(nn.Module):
     eps: float = 1e-6
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    axes: Axes = ("embed",)  # of the scale (("head_dim",) for Qwen3's per-head q/k norms)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = param(self, "scale", (x.shape[-1],), ("embed",), nn.initializers.ones)
+        scale = param(self, "scale", (x.shape[-1],), self.axes, nn.initializers.ones)
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return scale.astype(self.dtype) * x32.astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+    """Mean-and-variance norm with scale and bias, computed in fp32 (torch's `nn.LayerNorm`)."""
+
+    eps: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        scale = param(self, "scale", (d,), ("embed",), nn.initializers.ones)
+        bias = param(self, "bias", (d,), ("embed",), nn.initializers.zeros)
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
 
 
 class GatedMLP(nn.Module):
@@ -72,6 +92,39 @@ class GatedMLP(nn.Module):
                 self.dtype
             )
         return out
+
+
+class MLP(nn.Module):
+    """`fc2(act(fc1(x)))` with biases (Qwen3-VL's vision blocks); `act` a `jax.nn` name or
+    "gelu_pytorch_tanh"."""
+
+    hidden: int
+    activation: str = "gelu_pytorch_tanh"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # x [..., D]
+        d, zeros = x.shape[-1], nn.initializers.zeros
+        w1 = param(self, "fc1", (d, self.hidden), ("embed", "mlp"))
+        b1 = param(self, "fc1_bias", (self.hidden,), ("mlp",), zeros)
+        w2 = param(self, "fc2", (self.hidden, d), ("mlp", "embed"))
+        b2 = param(self, "fc2_bias", (d,), ("embed",), zeros)
+        h = jnp.einsum("...D,DF->...F", x, w1.astype(self.dtype)) + b1.astype(self.dtype)
+        h = activation(self.activation)(h)
+        return jnp.einsum("...F,FD->...D", h, w2.astype(self.dtype)) + b2.astype(self.dtype)
+
+
+def activation(name: str):
+    """The activation of a Hugging Face `hidden_act` name."""
+    table = {
+        "silu": nn.silu,
+        "gelu": lambda x: nn.gelu(x, approximate=False),
+        "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
+    }
+    if name not in table:
+        raise ValueError(f"unknown hidden_act {name!r}; choose one of {sorted(table)}")
+    return table[name]
 
 
 def rotate_half(x: jax.Array) -> jax.Array:

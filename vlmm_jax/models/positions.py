@@ -22,13 +22,16 @@ import numpy as np
 from vlmm_jax.models.config import ModelConfig, VisionConfig
 
 
-def _item_positions(is_tok, grid_thw, interval, merge, advance):
+def _item_positions(is_tok, grid_thw, interval, merge, advance, per_frame=False):
     """Per-token (t, h, w) offsets and the position advance for one modality.
 
     Args:
       is_tok: `[B, L]` bool, the modality's placeholder tokens (valid ones only).
       grid_thw: `[M, 3]` int grids of the M items, in order of appearance (row-major over B).
       interval: `[M]` float, temporal position step per grid (tokens_per_second * seconds).
+      per_frame: each temporal grid of an item is its own run of tokens (Qwen3-VL's videos:
+        one `<t seconds><|vision_start|>...<|vision_end|>` group per temporal patch), placed
+        as an image of grid (1, h, w).
     Returns:
       thw `[3, B, L]` int offsets (0 off the modality) and advance `[B, L]` int (non-zero only on
       an item's last token: how far the text position moves past the item).
@@ -37,10 +40,16 @@ def _item_positions(is_tok, grid_thw, interval, merge, advance):
     prev = jnp.pad(is_tok, ((0, 0), (1, 0)))[:, :-1]
     start = (is_tok & ~prev).reshape(-1)
     flat = is_tok.reshape(-1)
-    item = jnp.clip(jnp.cumsum(start) - 1, 0, grid_thw.shape[0] - 1)
+    run = jnp.cumsum(start) - 1
+    grid_thw = grid_thw.astype(jnp.int32)
+    if per_frame:  # run r belongs to the item whose frames' running count first exceeds r
+        run = jnp.searchsorted(jnp.cumsum(grid_thw[:, 0]), run, side="right")
+    item = jnp.clip(run, 0, grid_thw.shape[0] - 1)
     count = jnp.cumsum(flat) - 1
     offset = count - jax.lax.cummax(jnp.where(start, count, -1))
-    grid = grid_thw.astype(jnp.int32)[item]  # [B*L, 3]
+    grid = grid_thw[item]  # [B*L, 3]
+    if per_frame:
+        grid = grid.at[:, 0].set(1)
     gt, gh, gw = grid[:, 0], grid[:, 1] // merge, grid[:, 2] // merge
     step = interval.astype(jnp.float32)[item]
     ti = offset // (gh * gw)
@@ -67,7 +76,10 @@ def rope_index(
     video_grid_thw: jax.Array | None = None,
     second_per_grid_ts: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """3D M-RoPE position ids, as Qwen2.5-VL's `get_rope_index`.
+    """3D M-RoPE position ids, as Qwen2.5-VL's / Qwen3-VL's `get_rope_index`.
+
+    Qwen3-VL places every temporal grid of a video as its own item of grid (1, h, w) (the
+    prompt gives each its textual timestamp instead) and always uses the "spatial" advance.
 
     Args:
       input_ids: `[B, L]` token ids with image/video placeholder tokens expanded.
@@ -82,7 +94,8 @@ def rope_index(
     b, l = input_ids.shape
     valid = jnp.ones((b, l), bool) if attention_mask is None else attention_mask.astype(bool)
     merge = config.vision.spatial_merge_size
-    advance = config.vision_position_advance
+    qwen3 = config.is_qwen3
+    advance = "spatial" if qwen3 else config.vision_position_advance
     thw = jnp.zeros((3, b, l), jnp.int32)
     adv = valid.astype(jnp.int32)  # text tokens advance by one
     if image_grid_thw is not None and image_grid_thw.shape[0]:
@@ -99,7 +112,7 @@ def rope_index(
         )
         interval = jnp.float32(config.vision.tokens_per_second) * spg
         v_thw, v_adv = _item_positions(
-            is_vid, jnp.asarray(video_grid_thw), interval, merge, advance
+            is_vid, jnp.asarray(video_grid_thw), interval, merge, advance, per_frame=qwen3
         )
         thw, adv = thw + v_thw, jnp.where(is_vid, v_adv, adv)
     base = jnp.cumsum(adv, axis=1) - adv  # exclusive prefix sum: the text position counter
@@ -134,7 +147,9 @@ def vision_layout(
       dict of int32 arrays: `patch_order [P]` (window order -> input patch index),
       `merged_inverse [P/4]` (undo the order after merging), `rope_hw [P, 2]` (row and column of
       each patch, in window order), `window_segments [P]` and `frame_segments [P]` (1-based ids of
-      the window / temporal slice of each patch, in window order).
+      the window / temporal slice of each patch, in window order); with a learned position
+      table (Qwen3-VL) also `pos_taps [P, 4]` and `pos_weights [P, 4]` (float32), its bilinear
+      interpolation to each item's grid.
     """
     grid_thw = np.asarray(grid_thw, np.int64).reshape(-1, 3)
     if batch_items and len(grid_thw) > 1 and (grid_thw == grid_thw[0]).all():
@@ -144,18 +159,13 @@ def vision_layout(
             for k, v in one.items()
         }
     m, mu = config.spatial_merge_size, config.merge_unit
-    vws = config.window_size // m // config.patch_size
-    window_index, window_id, frame_id, rope_hw = [], [], [], []
+    window_index, window_id, frame_id, rope_hw, pos_taps, pos_weights = [], [], [], [], [], []
     offset = windows = frames = 0
     for t, h, w in grid_thw.tolist():
         if h % m or w % m:
             raise ValueError(f"grid {(t, h, w)}: height and width must be multiples of {m}")
         lh, lw = h // m, w // m
-        nwh, nww = lh // vws + 1, lw // vws + 1  # as the reference: always one padded window
-        padded = np.full((t, nwh * vws, nww * vws), -1, np.int64)
-        padded[:, :lh, :lw] = np.arange(t * lh * lw).reshape(t, lh, lw)
-        win = padded.reshape(t, nwh, vws, nww, vws).transpose(0, 1, 3, 2, 4).reshape(t, -1)
-        wid = np.repeat(np.arange(t * nwh * nww).reshape(t, nwh * nww), vws * vws, axis=1)
+        win, wid = _windows(t, lh, lw, config.window_size // m // config.patch_size)
         keep = win >= 0
         window_index.append(win[keep] + offset)
         window_id.append(wid[keep] + windows)
@@ -163,16 +173,58 @@ def vision_layout(
         hw = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1)  # [h, w, 2]
         hw = hw.reshape(lh, m, lw, m, 2).transpose(0, 2, 1, 3, 4).reshape(-1, 2)  # merge blocks
         rope_hw.append(np.tile(hw, (t, 1)))
-        offset, windows, frames = offset + t * lh * lw, windows + t * nwh * nww, frames + t
+        if config.num_position_embeddings:
+            taps, weights = _position_taps(hw, h, w, config.num_position_embeddings)
+            pos_taps.append(np.tile(taps, (t, 1)))
+            pos_weights.append(np.tile(weights, (t, 1)))
+        offset, windows, frames = offset + t * lh * lw, windows + int(wid.max()) + 1, frames + t
     window_index = np.concatenate(window_index)
     patch_order = (window_index[:, None] * mu + np.arange(mu)).reshape(-1)
-    return {
+    layout = {
         "patch_order": patch_order.astype(np.int32),
         "merged_inverse": np.argsort(window_index).astype(np.int32),
         "rope_hw": np.concatenate(rope_hw)[patch_order].astype(np.int32),
         "window_segments": (np.repeat(np.concatenate(window_id), mu) + 1).astype(np.int32),
         "frame_segments": (np.repeat(np.concatenate(frame_id), mu) + 1).astype(np.int32),
     }
+    if pos_taps:
+        layout["pos_taps"] = np.concatenate(pos_taps)[patch_order].astype(np.int32)
+        layout["pos_weights"] = np.concatenate(pos_weights)[patch_order].astype(np.float32)
+    return layout
+
+
+def _windows(t: int, lh: int, lw: int, vws: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merged-token indices in window order `[t, n]` (-1: padding) and each slot's window id
+    (counted from 0 within the item). `vws` merged tokens per window side; 0: no windows (one
+    window per frame, in raster order)."""
+    if not vws:
+        return np.arange(t * lh * lw).reshape(t, -1), np.repeat(np.arange(t)[:, None], lh * lw, 1)
+    nwh, nww = lh // vws + 1, lw // vws + 1  # as the reference: always one padded window
+    padded = np.full((t, nwh * vws, nww * vws), -1, np.int64)
+    padded[:, :lh, :lw] = np.arange(t * lh * lw).reshape(t, lh, lw)
+    win = padded.reshape(t, nwh, vws, nww, vws).transpose(0, 1, 3, 2, 4).reshape(t, -1)
+    wid = np.repeat(np.arange(t * nwh * nww).reshape(t, nwh * nww), vws * vws, axis=1)
+    return win, wid
+
+
+def _position_taps(hw: np.ndarray, h: int, w: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear taps (align_corners=True) of a learned `side x side` position table (`n` =
+    side^2 entries) resampled to an `h x w` grid, for the patches at rows/cols `hw [p, 2]`:
+    indices `[p, 4]` into the flat table and their weights `[p, 4]` (Qwen3-VL's
+    `fast_pos_embed_interpolate`)."""
+    side = int(round(n**0.5))
+    axes = []
+    for pos, size in ((hw[:, 0], h), (hw[:, 1], w)):
+        src = pos * (side - 1) / max(size - 1, 1)
+        lo = np.floor(src).astype(np.int64)
+        frac = src - lo
+        axes.append(
+            (np.stack([lo, np.minimum(lo + 1, side - 1)], 1), np.stack([1 - frac, frac], 1))
+        )
+    (rows, wr), (cols, wc) = axes
+    taps = (rows[:, :, None] * side + cols[:, None, :]).reshape(-1, 4)
+    weights = (wr[:, :, None] * wc[:, None, :]).reshape(-1, 4)
+    return taps, weights
 
 
 def row_vision_inputs(

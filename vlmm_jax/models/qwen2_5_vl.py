@@ -1,4 +1,6 @@
-"""Qwen2.5-VL in Flax: vision tower -> visual tokens merged into the text stream -> decoder.
+"""Qwen2.5-VL and Qwen3-VL in Flax: vision tower -> visual tokens merged into the text stream ->
+decoder (Qwen3-VL: plus DeepStack, the tower's intermediate features added to the first decoder
+layers' hidden states at the visual positions). `config.model_type` picks the family.
 
 `model.apply({"params": params}, input_ids=..., attention_mask=..., pixel_values=...,
 image_grid_thw=..., pixel_values_videos=..., video_grid_thw=..., second_per_grid_ts=...)` takes the
@@ -71,7 +73,9 @@ def merge_visual_tokens(embeds, input_ids, token_id, features):
 
 
 class Qwen2_5_VL(nn.Module):
-    """Qwen2.5-VL conditional-generation model (vision tower, merger, Qwen2 decoder, LM head)."""
+    """Qwen2.5-VL / Qwen3-VL conditional-generation model (vision tower, merger, decoder, LM
+    head), as transformers' `Qwen2_5_VLForConditionalGeneration` / `Qwen3VLForConditionalGeneration`
+    for `config.model_type` "qwen2_5_vl" / "qwen3_vl"."""
 
     config: ModelConfig
 
@@ -104,6 +108,10 @@ class Qwen2_5_VL(nn.Module):
 
     def encode_vision(self, pixel_values, grid_thw=None, layout=None):
         """Visual tokens `[P/4, D]` for pixels `[P, C]` of the items in `grid_thw` `[M, 3]`."""
+        return self._vision_features(pixel_values, grid_thw, layout)[0]
+
+    def _vision_features(self, pixel_values, grid_thw=None, layout=None):
+        """(visual tokens `[P/4, D]`, DeepStack features `[S, P/4, D]` or None)."""
         if layout is None:
             layout = vision_layout(_concrete_grids(grid_thw), self.config.vision)
         return self.visual(pixel_values, jax.tree.map(jnp.asarray, layout))
@@ -118,16 +126,22 @@ class Qwen2_5_VL(nn.Module):
         vision_layout=None,
         visual_pixels=None,
     ):
-        """Token embeddings `[B, L, D]` with image and video features written in."""
+        """Token embeddings `[B, L, D]` with image and video features written in, and the
+        DeepStack features `[S, B, L, D]` at the same positions (zeros elsewhere; None without
+        DeepStack or without visual inputs)."""
         x = self.embed_tokens.astype(self.dtype)[input_ids]
         if visual_pixels is not None:  # per-row pixels of all items, in order of appearance
-            feats = self.visual(visual_pixels, vision_layout)  # [B, P/4, D]
+            feats, deep = self.visual(visual_pixels, vision_layout)  # [B, P/4, D], [S, B, P/4, D]
             c = self.config
             is_visual = (input_ids == c.image_token_id) | (input_ids == c.video_token_id)
-            return merge_row_visual_tokens(x, is_visual, feats)
+            if deep is not None:
+                deep = jax.vmap(lambda f: merge_row_visual_tokens(jnp.zeros_like(x), is_visual, f))(
+                    deep
+                )
+            return merge_row_visual_tokens(x, is_visual, feats), deep
         pix = [p for p in (pixel_values, pixel_values_videos) if p is not None]
         if not pix:
-            return x
+            return x, None
         grids = [
             g
             for p, g in ((pixel_values, image_grid_thw), (pixel_values_videos, video_grid_thw))
@@ -135,15 +149,25 @@ class Qwen2_5_VL(nn.Module):
         ]
         if vision_layout is None:
             vision_layout = _layout_for(self.config, *grids)
-        feats = self.encode_vision(jnp.concatenate(pix, axis=0), layout=vision_layout)
+        feats, deep = self._vision_features(jnp.concatenate(pix, axis=0), layout=vision_layout)
         n_img = (
             0 if pixel_values is None else pixel_values.shape[0] // self.config.vision.merge_unit
         )
-        if pixel_values is not None:
-            x = merge_visual_tokens(x, input_ids, self.config.image_token_id, feats[:n_img])
-        if pixel_values_videos is not None:
-            x = merge_visual_tokens(x, input_ids, self.config.video_token_id, feats[n_img:])
-        return x
+        c = self.config
+        if deep is not None:
+            deep_x = jnp.zeros((deep.shape[0], *x.shape), x.dtype)
+        for present, token, part in (
+            (pixel_values is not None, c.image_token_id, slice(0, n_img)),
+            (pixel_values_videos is not None, c.video_token_id, slice(n_img, None)),
+        ):
+            if not present:
+                continue
+            x = merge_visual_tokens(x, input_ids, token, feats[part])
+            if deep is not None:
+                deep_x = jax.vmap(lambda d, f, t=token: merge_visual_tokens(d, input_ids, t, f))(
+                    deep_x, deep[:, part]
+                )
+        return x, (deep_x if deep is not None else None)
 
     def logits(self, hidden):
         """Vocabulary logits `[B, T, V]` in fp32 for hidden states `[B, T, D]`."""
@@ -197,7 +221,7 @@ class Qwen2_5_VL(nn.Module):
                 if attention_mask is None
                 else attention_mask.astype(jnp.int32)
             )
-        x = self.embed(
+        x, deepstack = self.embed(
             input_ids,
             pixel_values,
             image_grid_thw,
@@ -207,6 +231,8 @@ class Qwen2_5_VL(nn.Module):
             visual_pixels,
         )
         x = constrain(x, ("batch", "length", "embed"))
+        if deepstack is not None:
+            deepstack = constrain(deepstack, (None, "batch", "length", "embed"))
         if position_ids is None:
             if rope_deltas is not None:  # decode: text continues after the prompt
                 start = 0 if cache is None else cache["index"]
@@ -221,7 +247,7 @@ class Qwen2_5_VL(nn.Module):
                     video_grid_thw=_as_array(video_grid_thw),
                     second_per_grid_ts=_as_array(second_per_grid_ts),
                 )
-        hidden, cache = self.decoder(x, position_ids, segment_ids, cache)
+        hidden, cache = self.decoder(x, position_ids, segment_ids, cache, deepstack)
         logits = self.logits(hidden) if return_logits else None
         return ModelOutput(
             logits=logits, cache=cache, rope_deltas=rope_deltas, hidden_states=hidden

@@ -1,4 +1,8 @@
-"""Qwen2 decoder with M-RoPE and an explicit KV cache.
+"""The Qwen2 / Qwen3 decoder with M-RoPE and an explicit KV cache.
+
+Qwen3 (`text.qk_norm`): no q/k/v biases, an RMSNorm over each query and key head before the
+rotary, M-RoPE sections interleaved over the frequencies, and DeepStack: visual features added
+to the hidden states after the first layers.
 
 The cache is a plain pytree (see `init_cache`); a call with `cache` writes its `T` new keys and
 values at slot `cache["index"]` and returns the updated cache, so prefill (T = prompt length) and
@@ -13,6 +17,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vlmm_jax.models.attention import attention
 from vlmm_jax.models.config import ModelConfig
@@ -41,19 +46,29 @@ CACHE_AXES = {
 }
 
 
-def mrope_angles(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
-    """cos, sin `[B, T, H]` (fp32) for 3D positions `[3, B, T]`.
+def mrope_axes(config: ModelConfig) -> np.ndarray:
+    """`[H/2]`: which of the (t, h, w) positions rotates each frequency.
 
-    Frequency j (of H/2) rotates with the time, height or width position according to
-    `mrope_section` (e.g. 16/24/24): the same split the reference applies to cos and sin.
+    Contiguous sections (Qwen2.5-VL, e.g. 16/24/24): t for the first 16, then h, then w.
+    Interleaved (Qwen3-VL, e.g. 24/20/20): h at 1, 4, 7, ... and w at 2, 5, 8, ... up to three
+    times their section, t for the rest (transformers' `Qwen3VLTextRotaryEmbedding`).
     """
+    t = config.text
+    half = t.resolved_head_dim // 2
+    if not t.mrope_interleaved:
+        return np.repeat(np.arange(3), t.mrope_section)
+    axes = np.zeros(half, np.int64)
+    for axis in (1, 2):
+        axes[axis : 3 * t.mrope_section[axis] : 3] = axis
+    return axes
+
+
+def mrope_angles(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
+    """cos, sin `[B, T, H]` (fp32) for 3D positions `[3, B, T]` (see `mrope_axes`)."""
     t = config.text
     h = t.resolved_head_dim
     inv_freq = 1.0 / (t.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))  # [H/2]
-    axis_of_freq = jnp.repeat(
-        jnp.arange(3), jnp.asarray(t.mrope_section), total_repeat_length=h // 2
-    )
-    pos = positions.astype(jnp.float32)[axis_of_freq]  # [H/2, B, T]
+    pos = positions.astype(jnp.float32)[mrope_axes(config)]  # [H/2, B, T]
     angles = jnp.moveaxis(pos, 0, -1) * inv_freq  # [B, T, H/2]
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
@@ -65,9 +80,10 @@ class DecoderLayer(nn.Module):
     param_dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, carry, layer, cos, sin, q_seg, kv_seg, q_slots, kv_slots):
+    def __call__(self, carry, layer, cos, sin, q_seg, kv_seg, q_slots, kv_slots, deepstack):
         """carry: (x `[B, T, D]`, the stacked cache {k, v: `[L, B, S, K, H]`} or None); `layer`:
-        this layer's index l (int32 scalar).
+        this layer's index l (int32 scalar); deepstack: `[S, B, T, D]` added to the output of
+        layers l < S, or None.
 
         Returns ((x, the cache with this step's keys and values written at `(l, :, slot)`), None).
         """
@@ -80,12 +96,21 @@ class DecoderLayer(nn.Module):
         wq = param(self, "q", (d, n, h), ("embed", "heads", "head_dim"))
         wk = param(self, "k", (d, k_heads, h), ("embed", "kv_heads", "head_dim"))
         wv = param(self, "v", (d, k_heads, h), ("embed", "kv_heads", "head_dim"))
-        bq = param(self, "q_bias", (n, h), ("heads", "head_dim"), zeros)
-        bk = param(self, "k_bias", (k_heads, h), ("kv_heads", "head_dim"), zeros)
-        bv = param(self, "v_bias", (k_heads, h), ("kv_heads", "head_dim"), zeros)
-        q = jnp.einsum("BTD,DNH->BTNH", y, wq.astype(self.dtype)) + bq.astype(self.dtype)
-        k = jnp.einsum("BTD,DKH->BTKH", y, wk.astype(self.dtype)) + bk.astype(self.dtype)
-        v = jnp.einsum("BTD,DKH->BTKH", y, wv.astype(self.dtype)) + bv.astype(self.dtype)
+        q = jnp.einsum("BTD,DNH->BTNH", y, wq.astype(self.dtype))
+        k = jnp.einsum("BTD,DKH->BTKH", y, wk.astype(self.dtype))
+        v = jnp.einsum("BTD,DKH->BTKH", y, wv.astype(self.dtype))
+        if t.attention_bias:
+            q += param(self, "q_bias", (n, h), ("heads", "head_dim"), zeros).astype(self.dtype)
+            k += param(self, "k_bias", (k_heads, h), ("kv_heads", "head_dim"), zeros).astype(
+                self.dtype
+            )
+            v += param(self, "v_bias", (k_heads, h), ("kv_heads", "head_dim"), zeros).astype(
+                self.dtype
+            )
+        if t.qk_norm:  # per head, before the rotary
+            head = dict(axes=("head_dim",), **kw)
+            q = RMSNorm(t.rms_norm_eps, name="q_norm", **head)(q)
+            k = RMSNorm(t.rms_norm_eps, name="k_norm", **head)(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = constrain(q, ("batch", "length", "heads", "head_dim"))
         if kv_cache is not None:  # write this step's slots in place, attend to the layer's slice
@@ -115,6 +140,12 @@ class DecoderLayer(nn.Module):
         x = x + jnp.einsum("BTNH,NHD->BTD", o, wo.astype(self.dtype))
         y = RMSNorm(t.rms_norm_eps, name="post_attention_norm", **kw)(x)
         x = x + GatedMLP(t.intermediate_size, name="mlp", **kw)(y)
+        if deepstack is not None:  # DeepStack: visual features into the first S layers' outputs
+            s = deepstack.shape[0]
+            feature = jax.lax.dynamic_index_in_dim(
+                deepstack, jnp.minimum(layer, s - 1), keepdims=False
+            )
+            x = jnp.where(layer < s, x + feature.astype(x.dtype), x)
         return (constrain(x, ("batch", "length", "embed")), kv_cache), None
 
 
@@ -126,8 +157,9 @@ class Decoder(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids, cache: Cache | None = None):
-        """x `[B, T, D]`; positions `[3, B, T]`; segment_ids `[B, T]` (0 = padding)."""
+    def __call__(self, x, positions, segment_ids, cache: Cache | None = None, deepstack=None):
+        """x `[B, T, D]`; positions `[3, B, T]`; segment_ids `[B, T]` (0 = padding); deepstack:
+        `[S, B, T, D]` (Qwen3-VL's visual features for the first S layers) or None."""
         t = self.config.text
         b, length = segment_ids.shape
         cos, sin = mrope_angles(positions, self.config)
@@ -147,9 +179,9 @@ class Decoder(nn.Module):
             num=t.num_layers,
             scan=self.config.scan_layers,
             remat=self.config.remat_policy,
-            in_axes=(0,) + (nn.broadcast,) * 6,
+            in_axes=(0,) + (nn.broadcast,) * 7,
         )
-        args = (cos, sin, segment_ids, kv_seg, q_slots, kv_slots)
+        args = (cos, sin, segment_ids, kv_seg, q_slots, kv_slots, deepstack)
         layer_ids = jnp.arange(t.num_layers, dtype=jnp.int32)
         carry = (x, kv_cache)
         if self.config.scan_layers:

@@ -15,10 +15,12 @@ import jax
 import ml_collections
 import optax
 
-# Named parts of the model that a recipe may freeze, as regexes over parameter paths.
+# Named parts of the model that a recipe may freeze, as regexes over parameter paths. The merger
+# part holds every projection into the decoder: Qwen3-VL's DeepStack mergers too (ms-swift's
+# "aligner" for Qwen3-VL: merger + deepstack_merger_list).
 PARTS = {
-    "vision": r"^visual/(patch_embed|blocks)",
-    "merger": r"^visual/merger/",
+    "vision": r"^visual/(patch_embed|pos_embed|blocks)",
+    "merger": r"^visual/(merger|deepstack_merger_\d+)/",
     "llm": r"^(decoder/|embed_tokens|lm_head)",
     "embeddings": r"^(embed_tokens|lm_head)",
 }
@@ -64,9 +66,10 @@ def trainable_labels(params, *, freeze: Sequence[str] = (), train_only: str | No
 
 
 def _decay_mask(params):
-    """Weight decay on matrices only (not norms, biases)."""
+    """Weight decay on matrices only, not on norms and biases (known by name: a bias split into
+    heads, such as `q_bias [N, H]`, or stacked by a scan over layers is not 1D)."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: x.ndim >= 2 and not path_str(path).endswith("scale"), params
+        lambda path, x: x.ndim >= 2 and not path_str(path).endswith(("scale", "bias")), params
     )
 
 
