@@ -234,3 +234,21 @@ def test_sampler_greedy_equals_transformers_generate(loaded, hf_model):
             **kw, max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None
         )
     np.testing.assert_array_equal(np.asarray(ours_out.tokens), reference[:, ids.shape[1] :].numpy())
+
+
+def test_every_parameter_gets_a_gradient(loaded):
+    """Each tensor (the position table, both DeepStack mergers, q/k norms, ...) reaches the
+    logits of a batch holding an image and a video: none is computed and then dropped."""
+    model, params = loaded
+    inputs = inputs_of("image_and_video")
+    arrays = {k: jnp.asarray(v) for k, v in inputs.items() if not k.endswith("grid_thw")}
+    grids = {k: v for k, v in inputs.items() if k.endswith("grid_thw")}
+
+    def loss(p):
+        logits = model.apply({"params": p}, **arrays, **grids).logits
+        return jnp.sum(jnp.sin(logits))  # not a mean: every logit's gradient differs
+
+    grads = jax.jit(jax.grad(loss))(params)
+    flat = jax.tree_util.tree_leaves_with_path(grads)
+    dead = [jax.tree_util.keystr(p) for p, g in flat if not np.any(np.asarray(g))]
+    assert not dead, f"parameters without a gradient: {dead}"
