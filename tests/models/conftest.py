@@ -49,10 +49,18 @@ def build_hf_model(tie: bool = False, seed: int = 0):
     model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(
         hf_config(tie), attn_implementation="eager", dtype=torch.float32
     )
-    with torch.no_grad():  # random biases and norm scales too, so every tensor matters
+    return randomize(model)
+
+
+def randomize(model):
+    """Random biases and norm scales too, so every tensor matters; a learned position table at
+    unit scale, so that a wrong interpolation tap shows. Returns the model in eval mode."""
+    with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or "ln_q" in name:
+            if ("norm" in name or "ln_q" in name) and name.endswith("weight"):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif "pos_embed" in name:
+                p.copy_(torch.randn_like(p))
             else:
                 p.copy_(0.05 * torch.randn_like(p))
     return model.eval()

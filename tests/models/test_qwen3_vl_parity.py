@@ -13,7 +13,17 @@ import pytest
 import torch
 import transformers
 
-from tests.models.conftest import IMAGE, VEND, VIDEO, VOCAB, VSTART, Prompt, batch_inputs, hf_logits
+from tests.models.conftest import (
+    IMAGE,
+    VEND,
+    VIDEO,
+    VOCAB,
+    VSTART,
+    Prompt,
+    batch_inputs,
+    hf_logits,
+    randomize,
+)
 from tests.models.test_hf_parity import assert_close, ours
 from vlmm_jax.models import from_pretrained, save_pretrained
 from vlmm_jax.models.config import tiny_qwen3, to_hf_dict
@@ -65,15 +75,7 @@ def build_hf_model(tie: bool = False, seed: int = 0):
     model = transformers.Qwen3VLForConditionalGeneration._from_config(
         hf_config(tie), attn_implementation="eager", dtype=torch.float32
     )
-    with torch.no_grad():  # random biases and norm scales too, so every tensor matters
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif "pos_embed" in name:
-                p.copy_(torch.randn_like(p))  # large enough that a wrong tap shows
-            else:
-                p.copy_(0.05 * torch.randn_like(p))
-    return model.eval()
+    return randomize(model)
 
 
 class Qwen3Prompt(Prompt):
