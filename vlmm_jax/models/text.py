@@ -6,10 +6,15 @@ to the hidden states after the first layers.
 
 The cache is a plain pytree (see `init_cache`); a call with `cache` writes its `T` new keys and
 values at slot `cache["index"]` and returns the updated cache, so prefill (T = prompt length) and
-decode (T = 1) are the same code path. The stacked `[L, ...]` keys and values ride through the
-layers as part of the carry: layer l writes its T new slots in place (`dynamic_update_slice` at
-`(l, :, index)`) and attends to its own slice, so a decode step moves T slots per layer, not a
-copy of the cache (inside the sampler's while loop the cache buffer is updated in place).
+decode (T = 1) are the same layer code. Two ways through the layers' scan:
+  * a decode step (T = 1): the stacked `[L, ...]` keys and values ride in the carry and layer l
+    writes its slot in place (`dynamic_update_slice` at `(l, :, index)`), so a step moves T slots
+    per layer, not a copy of the cache (inside the sampler's while loop the buffer is updated in
+    place);
+  * T > 1 (a prefill, or completions attending to a prompt's cache in a differentiated GRPO
+    update): each layer gets its own `[B, S, K, H]` slice as a scanned input and returns the
+    updated slice. A backward pass through the scan then keeps each layer's slice once, where
+    the carry would keep the whole stacked cache at every layer (L times the cache).
 """
 
 from __future__ import annotations
@@ -80,12 +85,16 @@ class DecoderLayer(nn.Module):
     param_dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, carry, layer, cos, sin, q_seg, kv_seg, q_slots, kv_slots, deepstack):
-        """carry: (x `[B, T, D]`, the stacked cache {k, v: `[L, B, S, K, H]`} or None); `layer`:
-        this layer's index l (int32 scalar); deepstack: `[S, B, T, D]` added to the output of
-        layers l < S, or None.
+    def __call__(
+        self, carry, layer, layer_cache, cos, sin, q_seg, kv_seg, q_slots, kv_slots, deepstack
+    ):
+        """carry: (x `[B, T, D]`, the stacked cache {k, v: `[L, B, S, K, H]`} of a decode step, or
+        None); `layer`: this layer's index l (int32 scalar); layer_cache: this layer's own
+        {k, v: `[B, S, K, H]`} when T > 1, or None; deepstack: `[S, B, T, D]` added to the output
+        of layers l < S, or None.
 
-        Returns ((x, the cache with this step's keys and values written at `(l, :, slot)`), None).
+        Returns ((x, the stacked cache with this step's slots written at `(l, :, slot)`), this
+        layer's cache with the T slots written, or None).
         """
         x, kv_cache = carry
         t = self.config.text
@@ -113,8 +122,15 @@ class DecoderLayer(nn.Module):
             k = RMSNorm(t.rms_norm_eps, name="k_norm", **head)(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = constrain(q, ("batch", "length", "heads", "head_dim"))
-        if kv_cache is not None:  # write this step's slots in place, attend to the layer's slice
-            at = (layer, 0, q_slots[0, 0], 0, 0)
+        slot = q_slots[0, 0]
+        if layer_cache is not None:  # T > 1: write into this layer's own slice, attend to it
+            layer_cache = {
+                name: jax.lax.dynamic_update_slice(buf, new.astype(buf.dtype), (0, slot, 0, 0))
+                for (name, buf), new in zip(layer_cache.items(), (k, v), strict=True)
+            }
+            k, v = (layer_cache[name].astype(self.dtype) for name in ("k", "v"))
+        if kv_cache is not None:  # decode: write the slot in place, attend to the layer's slice
+            at = (layer, 0, slot, 0, 0)
             kv_cache = {  # [B, T, K, H] at (l, :, slot)
                 name: jax.lax.dynamic_update_slice(buf, new[None].astype(buf.dtype), at)
                 for (name, buf), new in zip(kv_cache.items(), (k, v), strict=True)
@@ -146,7 +162,7 @@ class DecoderLayer(nn.Module):
                 deepstack, jnp.minimum(layer, s - 1), keepdims=False
             )
             x = jnp.where(layer < s, x + feature.astype(x.dtype), x)
-        return (constrain(x, ("batch", "length", "embed")), kv_cache), None
+        return (constrain(x, ("batch", "length", "embed")), kv_cache), layer_cache
 
 
 class Decoder(nn.Module):
@@ -173,23 +189,38 @@ class Decoder(nn.Module):
             s = kv_seg.shape[1]
             kv_slots = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
             kv_cache = {"k": cache["k"], "v": cache["v"]}
+        in_place = cache is not None and length == 1  # a decode step (see the module docstring)
+        layer_caches = None if in_place else kv_cache  # scanned per layer when T > 1
+        kv_cache = kv_cache if in_place else None
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         layer = stack_layers(
             DecoderLayer,
             num=t.num_layers,
             scan=self.config.scan_layers,
             remat=self.config.remat_policy,
-            in_axes=(0,) + (nn.broadcast,) * 7,
+            in_axes=(0, 0) + (nn.broadcast,) * 7,
         )
         args = (cos, sin, segment_ids, kv_seg, q_slots, kv_slots, deepstack)
         layer_ids = jnp.arange(t.num_layers, dtype=jnp.int32)
         carry = (x, kv_cache)
         if self.config.scan_layers:
-            carry, _ = layer(self.config, name="layers", **kw)(carry, layer_ids, *args)
+            carry, new_caches = layer(self.config, name="layers", **kw)(
+                carry, layer_ids, layer_caches, *args
+            )
         else:
+            outs = []
             for i in range(t.num_layers):
-                carry, _ = layer(self.config, name=f"layers_{i}", **kw)(carry, layer_ids[i], *args)
+                own = None if layer_caches is None else jax.tree.map(lambda a: a[i], layer_caches)
+                carry, out = layer(self.config, name=f"layers_{i}", **kw)(
+                    carry, layer_ids[i], own, *args
+                )
+                outs.append(out)
+            new_caches = (
+                None if layer_caches is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+            )
         x, kv_cache = carry
+        if new_caches is not None:
+            kv_cache = new_caches
         x = RMSNorm(t.rms_norm_eps, name="norm", **kw)(x)
         if cache is not None:
             cache = {**kv_cache, "segment_ids": kv_seg, "index": cache["index"] + length}
