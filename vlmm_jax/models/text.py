@@ -210,7 +210,11 @@ class Decoder(nn.Module):
         else:
             outs = []
             for i in range(t.num_layers):
-                own = None if layer_caches is None else jax.tree.map(lambda a: a[i], layer_caches)
+                own = (
+                    None
+                    if layer_caches is None
+                    else jax.tree.map(lambda a, i=i: a[i], layer_caches)
+                )
                 carry, out = layer(self.config, name=f"layers_{i}", **kw)(
                     carry, layer_ids[i], own, *args
                 )
