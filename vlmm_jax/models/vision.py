@@ -71,10 +71,12 @@ class VisionBlock(nn.Module):
             mlp = GatedMLP(cfg.intermediate_size, use_bias=True, name="mlp", **kw)
         x = constrain(x + mlp(y), ("batch", "length", "embed"))
         if slots is not None and not (isinstance(deepstack_slot, int) and deepstack_slot < 0):
-            # keep this block's output in its DeepStack slot
+            # keep this block's output in its DeepStack slot (a block with none, -1 when
+            # scanned, writes slot 0 back unchanged: one slot moves, not all S)
             slot = jnp.maximum(deepstack_slot, 0)
-            kept = jax.lax.dynamic_update_index_in_dim(slots, x.astype(slots.dtype), slot, 0)
-            slots = jnp.where(deepstack_slot >= 0, kept, slots)
+            current = jax.lax.dynamic_index_in_dim(slots, slot, 0, keepdims=False)
+            new = jnp.where(deepstack_slot >= 0, x.astype(slots.dtype), current)
+            slots = jax.lax.dynamic_update_index_in_dim(slots, new, slot, 0)
         return (x, slots), None
 
 
