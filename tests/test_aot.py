@@ -11,12 +11,14 @@ import sys
 
 import pytest
 
+from tests.fake_devices import xla_flags_without_fast_compile
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytest.importorskip("libtpu")
 
 
 def aot(recipe, topology, workdir, *flags):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**xla_flags_without_fast_compile(), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
         [
             sys.executable,

@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import av
-import jax
 import numpy as np
 
 from vlmm_jax.data.records import AnnotationError, Example
@@ -42,7 +41,7 @@ from vlmm_jax.data.vision_processing import (
     video_size,
 )
 from vlmm_jax.models.config import ModelConfig
-from vlmm_jax.models.positions import rope_index
+from vlmm_jax.models.positions import sample_positions
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -166,51 +165,6 @@ def num_visual_tokens(grid_thw: Sequence[int] | np.ndarray, merge_size: int = 2)
     """Merged visual tokens of one item of patch grid `(t, h, w)`: `t*h*w / merge_size**2`."""
     t, h, w = (int(x) for x in np.asarray(grid_thw).reshape(3))
     return t * h * w // merge_size**2
-
-
-# ----------------------------------------------------------------------------- positions
-@functools.partial(jax.jit, static_argnums=1)
-def _rope_jit(ids, config, mask, image_grid_thw, video_grid_thw, second_per_grid_ts):
-    return rope_index(
-        ids,
-        config,
-        attention_mask=mask,
-        image_grid_thw=image_grid_thw,
-        video_grid_thw=video_grid_thw,
-        second_per_grid_ts=second_per_grid_ts,
-    )[0]
-
-
-def sample_positions(
-    input_ids: np.ndarray,
-    config: ModelConfig,
-    *,
-    image_grid_thw: np.ndarray | None = None,
-    video_grid_thw: np.ndarray | None = None,
-    second_per_grid_ts: np.ndarray | None = None,
-    length_multiple: int = 256,
-) -> np.ndarray:
-    """M-RoPE positions `int32 [3, L]` of one sample: the model's `rope_index`, run on the host.
-
-    Runs on the CPU backend (grain workers and the host never touch the accelerator); the
-    length is padded to a multiple of `length_multiple` so few programs are compiled.
-    """
-    ids = np.asarray(input_ids, np.int32).reshape(-1)
-    n = len(ids)
-    padded = -(-max(n, 1) // length_multiple) * length_multiple
-    ids_p = np.zeros((1, padded), np.int32)
-    ids_p[0, :n] = ids
-    mask = np.zeros((1, padded), np.int32)
-    mask[0, :n] = 1
-
-    def grid(g):
-        return None if g is None or not len(g) else np.asarray(g, np.int32).reshape(-1, 3)
-
-    spg = None if second_per_grid_ts is None else np.asarray(second_per_grid_ts, np.float32)
-    cpu = jax.local_devices(backend="cpu")[0]
-    with jax.default_device(cpu):
-        pos = _rope_jit(ids_p, config, mask, grid(image_grid_thw), grid(video_grid_thw), spg)
-    return np.asarray(pos)[:, 0, :n]
 
 
 # ----------------------------------------------------------------------------- examples

@@ -31,7 +31,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import jiwer
 import numpy as np
-from rouge_score import rouge_scorer
 
 __all__ = [
     "MRA_THRESHOLDS",
@@ -130,7 +129,9 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 @functools.cache
-def _rouge() -> rouge_scorer.RougeScorer:
+def _rouge():
+    from rouge_score import rouge_scorer  # imported on first use: it loads nltk and scipy (~2 s)
+
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 

@@ -9,11 +9,15 @@ grid t=2, h=4, w=4 -> 2x2x2 = 8 visual tokens, 2 text tokens before, 1 after, in
     h           0  1  2 2 3 3 2 2 3 3  5
     w           0  1  2 3 2 3 2 3 2 3  5      ("max" advance: c = 1 + max over the item + 1)
 
-`vision_layout` is host-side NumPy: the window reordering of Qwen2.5-VL's vision tower depends on
-the grid sizes, which fix array shapes, so it is computed once per batch shape, outside `jit`.
+`sample_positions` runs it for one sample on the host's CPU backend, compiled once per padded
+length (data pipelines, random batches). `vision_layout` is host-side NumPy: the window
+reordering of Qwen2.5-VL's vision tower depends on the grid sizes, which fix array shapes, so it
+is computed once per batch shape, outside `jit`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +124,50 @@ def rope_index(
     row_max = jnp.max(jnp.where(valid[None], positions, -1), axis=(0, 2))
     deltas = (jnp.maximum(row_max, 0) + 1 - l)[:, None]
     return positions, deltas.astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _rope_jit(ids, config, mask, image_grid_thw, video_grid_thw, second_per_grid_ts):
+    return rope_index(
+        ids,
+        config,
+        attention_mask=mask,
+        image_grid_thw=image_grid_thw,
+        video_grid_thw=video_grid_thw,
+        second_per_grid_ts=second_per_grid_ts,
+    )[0]
+
+
+def sample_positions(
+    input_ids: np.ndarray,
+    config: ModelConfig,
+    *,
+    image_grid_thw: np.ndarray | None = None,
+    video_grid_thw: np.ndarray | None = None,
+    second_per_grid_ts: np.ndarray | None = None,
+    length_multiple: int = 256,
+) -> np.ndarray:
+    """M-RoPE positions `int32 [3, L]` of one sample: the model's `rope_index`, run on the host.
+
+    Runs on the CPU backend (grain workers and the host never touch the accelerator); the
+    length is padded to a multiple of `length_multiple` so few programs are compiled.
+    """
+    ids = np.asarray(input_ids, np.int32).reshape(-1)
+    n = len(ids)
+    padded = -(-max(n, 1) // length_multiple) * length_multiple
+    ids_p = np.zeros((1, padded), np.int32)
+    ids_p[0, :n] = ids
+    mask = np.zeros((1, padded), np.int32)
+    mask[0, :n] = 1
+
+    def grid(g):
+        return None if g is None or not len(g) else np.asarray(g, np.int32).reshape(-1, 3)
+
+    spg = None if second_per_grid_ts is None else np.asarray(second_per_grid_ts, np.float32)
+    cpu = jax.local_devices(backend="cpu")[0]
+    with jax.default_device(cpu):
+        pos = _rope_jit(ids_p, config, mask, grid(image_grid_thw), grid(video_grid_thw), spg)
+    return np.asarray(pos)[:, 0, :n]
 
 
 def text_positions(slots: jax.Array, rope_deltas: jax.Array) -> jax.Array:

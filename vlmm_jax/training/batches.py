@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vlmm_jax.models.config import ModelConfig
-from vlmm_jax.models.positions import rope_index, row_vision_inputs
+from vlmm_jax.models.positions import row_vision_inputs, sample_positions
 
 _BATCH_AXIS = {"position_ids": 2}
 
@@ -58,12 +58,12 @@ def random_sample(config: ModelConfig, seed: int, *, text: int = 24, video=(2, 4
     ).astype(np.int32)
     loss_mask = np.zeros_like(ids)
     loss_mask[-(text // 2) :] = 1
-    pos, _ = rope_index(ids[None], config, video_grid_thw=np.array([video]))
+    pos = sample_positions(ids, config, video_grid_thw=np.array([video]))
     pixels = rng.normal(size=(int(np.prod(video)), config.vision.patch_dim)).astype(np.float32)
     return {
         "input_ids": ids,
         "loss_mask": loss_mask,
-        "position_ids": np.asarray(pos)[:, 0],
+        "position_ids": pos,
         "pixels": pixels,
         "grid": tuple(video),
     }

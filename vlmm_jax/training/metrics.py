@@ -11,7 +11,6 @@ import time
 import jax
 import numpy as np
 import tqdm
-from tensorboardX import SummaryWriter
 
 from vlmm_jax.results import append_metrics
 
@@ -34,7 +33,11 @@ class MetricWriter:
     def __init__(self, workdir: str, stage: str, total_steps: int, initial_step: int = 0):
         self.workdir, self.stage = workdir, stage
         self.main = jax.process_index() == 0
-        self.tb = SummaryWriter(f"{workdir}/tensorboard/{stage}") if self.main else None
+        self.tb = None
+        if self.main:  # imported here: tensorboardX imports torch when it is installed (~5 s)
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(f"{workdir}/tensorboard/{stage}")
         self.bar = tqdm.tqdm(
             total=total_steps,
             initial=initial_step,
