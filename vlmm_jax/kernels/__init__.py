@@ -1,4 +1,4 @@
-"""Pallas kernels for spatiotemporal attention (importable as `vlmm_jax.kernels`).
+"""Pallas kernels for spatiotemporal attention.
 
 `flash_attention` (block-sparse, TPU Mosaic / GPU Triton, forward and backward kernels),
 `decode_attention` (a few queries against a KV cache, split-K), the mask helpers that express
