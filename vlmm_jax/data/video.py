@@ -148,7 +148,9 @@ def _rotate_matrix(degrees_clockwise: float) -> np.ndarray:
 
 
 def _frame_display_matrix(frame: av.VideoFrame) -> np.ndarray | None:
-    for side in frame.side_data:
+    sides = frame.side_data
+    # PyAV >= 18: a mapping {type: side data}; before, a sequence of side data.
+    for side in sides.values() if hasattr(sides, "values") else sides:
         if "DISPLAYMATRIX" in str(side.type):
             return np.frombuffer(bytes(side)[:36], "<i4")
     return None
