@@ -32,7 +32,6 @@ from vlmm_jax.data.formats import read_examples
 from vlmm_jax.data.records import Example
 from vlmm_jax.data.tokenizer import Tokenizer, load_tokenizer
 from vlmm_jax.data.video import FPS, FPS_MAX_FRAMES
-from vlmm_jax.data.vision_processing import IMAGE_MAX_PIXELS, VIDEO_MIN_PIXELS, VIDEO_TOTAL_PIXELS
 from vlmm_jax.models.config import ModelConfig, load_hf_config
 
 _log = logging.getLogger(__name__)
@@ -68,25 +67,27 @@ def add_defaults(c: ml_collections.ConfigDict) -> None:
     d.fps = FPS  # frames sampled per second of video
     d.nframes = 0  # a fixed frame count instead of fps; 0: by fps
     d.max_frames = FPS_MAX_FRAMES  # cap on sampled frames per video
-    d.min_pixels = VIDEO_MIN_PIXELS  # per-frame pixel floor of videos
-    d.max_pixels = 0  # per-frame pixel cap of videos; 0: qwen_vl_utils' (shrinks with frames)
-    d.total_pixels = VIDEO_TOTAL_PIXELS  # pixel budget of a whole video
-    d.image_max_pixels = IMAGE_MAX_PIXELS  # per-image pixel cap (image examples)
+    # Pixel budgets, 0: the model family's default. min/max_pixels are per frame for Qwen2.5-VL
+    # (qwen_vl_utils) and over all frames of a video for Qwen3-VL (its video processor).
+    d.min_pixels = 0  # video pixel floor
+    d.max_pixels = 0  # video pixel cap; Qwen2.5-VL's 0: qwen_vl_utils' (shrinks with frames)
+    d.total_pixels = 0  # pixel budget of a whole video
+    d.image_max_pixels = 0  # per-image pixel cap (image examples)
     d.on_error = "skip"  # raise | skip: a bad record or undecodable video stops or is counted
     d.max_skip_fraction = 0.01  # with skip: fail once this fraction of examples was skipped
     d.check_media = True  # check at start that every referenced video exists
 
 
 def vision_options(data: ml_collections.ConfigDict) -> VisionOptions:
-    """`chat.VisionOptions` from `config.data` (0 means "the default" for nframes, max_pixels)."""
+    """`chat.VisionOptions` from `config.data` (0: the family's default)."""
     return VisionOptions(
         fps=float(data.fps),
         nframes=int(data.nframes) or None,
         max_frames=int(data.max_frames),
-        min_pixels=int(data.min_pixels),
+        min_pixels=int(data.min_pixels) or None,
         max_pixels=int(data.max_pixels) or None,
-        total_pixels=int(data.total_pixels),
-        image_max_pixels=int(data.image_max_pixels),
+        total_pixels=int(data.total_pixels) or None,
+        image_max_pixels=int(data.image_max_pixels) or None,
     )
 
 

@@ -29,7 +29,7 @@ import grain
 import jax
 from absl import flags
 
-from vlmm_jax.data.chat import DEFAULT_VISION, MODES, SYSTEM_PROMPT, VisionOptions, build_sample
+from vlmm_jax.data.chat import DEFAULT_VISION, MODES, VisionOptions, build_sample
 from vlmm_jax.data.packing import FIXED_SHAPE_KEYS, collate_rows, round_up
 from vlmm_jax.data.records import AnnotationError, ReadStats
 from vlmm_jax.data.tokenizer import Tokenizer
@@ -81,7 +81,7 @@ class SampleBuilder:
         *,
         mode: str = "sft",
         options: VisionOptions = DEFAULT_VISION,
-        system_prompt: str | None = SYSTEM_PROMPT,
+        system_prompt: str | None = None,
         on_error: str = "raise",
     ):
         if mode not in MODES:
@@ -384,7 +384,7 @@ def make_pipeline(
     on_error: str = "raise",
     max_skip_fraction: float = 0.01,
     skip_check_after: int = 100,
-    system_prompt: str | None = SYSTEM_PROMPT,
+    system_prompt: str | None = None,
     name: str = "pipeline",
 ) -> BatchDataset:
     """The full input pipeline; `iter(...)` yields batch dicts (see `packing.collate_rows`).

@@ -275,10 +275,10 @@ def video_prompt(timestamps: Sequence[float] | np.ndarray, tokens_per_group: int
     """The text ``Qwen3VLProcessor.replace_video_token`` substitutes for one ``<|video_pad|>``.
 
     Per temporal group ``<{t:.1f} seconds><|vision_start|>`` + ``<|video_pad|>`` *
-    ``tokens_per_group`` + ``<|vision_end|>``. transformers 5 replaces only the template's
-    ``<|video_pad|>``, so the template's own ``<|vision_start|>`` / ``<|vision_end|>`` stay around
-    the result: the prompt reads ``<|vision_start|><0.3 seconds><|vision_start|>...<|vision_end|>
-    <|vision_end|>`` (transformers 4.x replaced the whole ``VIDEO_PLACEHOLDER`` instead).
+    ``tokens_per_group`` + ``<|vision_end|>``. It replaces the template's whole
+    ``VIDEO_PLACEHOLDER``, as transformers >= 5.25, 4.x and vLLM do (``chat.tokenize_chat``);
+    transformers 5.0 to 5.24 replaced only its ``<|video_pad|>``, leaving a second
+    ``<|vision_start|>`` / ``<|vision_end|>`` pair around the result.
 
     Args:
       timestamps: float [G] (``frame_group_timestamps``), one per temporal patch (grid_t).

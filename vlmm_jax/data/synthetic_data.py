@@ -14,10 +14,10 @@ import ml_collections
 import numpy as np
 
 from vlmm_jax.data.chat import build_sample, sft_response
+from vlmm_jax.data.processors import frames_visual
 from vlmm_jax.data.synthetic import TASKS, SyntheticSource, build_synthetic
 from vlmm_jax.data.synthetic.perception import perception_example
 from vlmm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
-from vlmm_jax.data.vision_processing import process_video
 from vlmm_jax.models.config import ModelConfig
 
 
@@ -117,14 +117,7 @@ class SyntheticSample:
 
     def visual(self, record, frames=None) -> dict[str, np.ndarray]:
         frames = record.frames if frames is None else frames
-        side = frames.shape[1] * frames.shape[2]
-        pixels, grid = process_video(frames, min_pixels=side, max_pixels=side)
-        spg = self.config.vision.temporal_patch_size / record.fps
-        return {
-            "pixel_values_videos": pixels,
-            "video_grid_thw": grid,
-            "second_per_grid_ts": np.array([spg], np.float32),
-        }
+        return frames_visual(frames, record.fps, self.config.model_type, vision=self.config.vision)
 
     def __call__(self, record):
         # The frames travel with the record; the example names them so the prompt holds a video.

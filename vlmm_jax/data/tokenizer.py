@@ -84,6 +84,18 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Qwen3-VL's template is long (tools, tool calls): kept verbatim as the checkpoints ship it.
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def chat_template(model_type: str = "qwen2_5_vl") -> str:
+    """The chat template of a family's published Instruct checkpoints (`chat_template`):
+    Qwen2.5-VL's, or Qwen3-VL-8B-Instruct's (`templates/qwen3_vl.jinja`, byte for byte)."""
+    if model_type == "qwen2_5_vl":
+        return QWEN2_5_VL_CHAT_TEMPLATE
+    if model_type == "qwen3_vl":
+        return (_TEMPLATES / "qwen3_vl.jinja").read_text(encoding="utf-8")
+    raise ValueError(f"chat_template: no template for model_type {model_type!r}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -200,9 +212,9 @@ class Tokenizer:
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Writes `tokenizer.json` and a transformers-readable `tokenizer_config.json` into the
-        directory `path`; returns the directory."""
+    def save(self, path: str | os.PathLike, model_type: str = "qwen2_5_vl") -> str:
+        """Writes `tokenizer.json` and a transformers-readable `tokenizer_config.json` (with the
+        family's `chat_template`) into the directory `path`; returns the directory."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(out / "tokenizer.json"))
@@ -229,7 +241,7 @@ class Tokenizer:
             "clean_up_tokenization_spaces": False,
             "split_special_tokens": False,
             "model_max_length": 131072,
-            "chat_template": QWEN2_5_VL_CHAT_TEMPLATE,
+            "chat_template": chat_template(model_type),
         }
         (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         return str(out)
@@ -277,6 +289,7 @@ def train_tokenizer(
     path: str | os.PathLike | None = None,
     *,
     min_frequency: int = 2,
+    model_type: str = "qwen2_5_vl",
 ) -> Tokenizer:
     """Trains a byte-level BPE with Qwen2's pre-tokenizer and Qwen2.5-VL's added tokens.
 
@@ -290,6 +303,7 @@ def train_tokenizer(
         smaller on a small corpus); at least 256 + 22.
       path: if given, a directory to write `tokenizer.json` and `tokenizer_config.json` to.
       min_frequency: minimum pair count for a merge.
+      model_type: whose chat template `tokenizer_config.json` carries (`chat_template`).
 
     Returns:
       the Tokenizer (`vocab_size` attribute: the actual size).
@@ -338,6 +352,6 @@ def train_tokenizer(
     )
     tok = Tokenizer(backend)
     if path is not None:
-        directory = tok.save(path)
+        directory = tok.save(path, model_type)
         tok = Tokenizer(backend, str(Path(directory) / "tokenizer.json"))
     return tok

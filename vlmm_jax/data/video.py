@@ -3,7 +3,8 @@
 ``load_video`` returns the frames Qwen2.5-VL's utilities (qwen_vl_utils ``fetch_video``) would
 sample: ``smart_nframes`` frames (by ``fps`` or a fixed ``nframes``), at the indices
 ``linspace(0, total_frames - 1, nframes).round()``, plus the effective sample fps, which sets
-``second_per_grid_ts``.
+``second_per_grid_ts``. ``read_video`` is the same decoder under any sampling rule and resampler
+(Qwen3-VL's are in ``processors``).
 
 How only the sampled frames are decoded: one demux pass reads the packet headers (timestamps and
 keyframe flags; no decoding) to count the frames and locate the keyframes. The sampled frames are
@@ -47,6 +48,10 @@ _log = logging.getLogger(__name__)
 
 # (sampled frames F, displayed height H, width W) -> the (height, width) each frame is resized to
 Resize = Callable[[int, int, int], tuple[int, int]]
+# (frame uint8 [H, W, 3], height, width) -> the frame resized, uint8 [height, width, 3]
+Resample = Callable[[np.ndarray, int, int], np.ndarray]
+# (total frames in the file, its frame rate) -> sorted ordinals of the frames to sample, int [F]
+Sampler = Callable[[int, float], np.ndarray]
 
 
 def round_by_factor(number: float, factor: int) -> int:
@@ -212,12 +217,12 @@ def _decode_frames(container, stream, path: str) -> Iterator[av.VideoFrame]:
 
 class _Converter:
     """Decoded frame -> uint8 ``[H, W, 3]`` RGB, rotated for display (the first frame's display
-    matrix, else the stream's legacy ``rotate`` tag) and resized when ``resize`` is given (the
-    size chosen from the first frame). A frame is converted once per ``key``."""
+    matrix, else the stream's legacy ``rotate`` tag) and resized by ``resample`` when ``resize``
+    is given (the size chosen from the first frame). A frame is converted once per ``key``."""
 
-    def __init__(self, stream, count: int, resize: Resize | None):
+    def __init__(self, stream, count: int, resize: Resize | None, resample: Resample):
         self.rotate = stream.metadata.get("rotate")
-        self.count, self.resize = count, resize
+        self.count, self.resize, self.resample = count, resize, resample
         self.matrix, self.size, self.first = None, None, True
         self.done: dict = {}
 
@@ -235,7 +240,7 @@ class _Converter:
         if self.resize is not None:
             if self.size is None:
                 self.size = tuple(int(x) for x in self.resize(self.count, *a.shape[:2]))
-            a = resize_bicubic(a, *self.size)
+            a = self.resample(a, *self.size)
         self.done[key] = a
         return a
 
@@ -321,7 +326,7 @@ def load_video(
     strict: bool = False,
     resize: Resize | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Decode the Qwen-sampled frames of a video file (mp4, webm, mkv, avi, ...).
+    """Decode the Qwen2.5-VL-sampled frames of a video file (mp4, webm, mkv, avi, ...).
 
     Args:
       path: the video file.
@@ -337,14 +342,52 @@ def load_video(
 
     Returns:
       (frames uint8 [F, H, W, 3] RGB (``[F, h, w, 3]`` with ``resize``), rotated as the display
-      matrix says; sample_fps =
-      ``F / total_frames * video_fps``, video_fps being the container's average frame rate, or
-      the rate measured from the timestamps when the two disagree by more than 1% (VFR)).
+      matrix says; sample_fps = ``F / total_frames * video_fps``, see ``read_video``).
 
     Raises:
       FileNotFoundError: no file at ``path``.
       ValueError: not a video, no decodable frame, or a bad frame count; the message names
         ``path``.
+    """
+
+    def sample(total: int, video_fps: float) -> np.ndarray:
+        n = smart_nframes(
+            total,
+            video_fps,
+            fps=fps,
+            nframes=nframes,
+            min_frames=min_frames,
+            max_frames=max_frames,
+            strict=strict,
+        )
+        return sample_indices(total, n)
+
+    frames, indices, video_fps, total = read_video(path, sample, resize=resize)
+    return frames, len(indices) / max(total, 1e-6) * video_fps
+
+
+def read_video(
+    path: str | os.PathLike,
+    sample: Sampler,
+    *,
+    resize: Resize | None = None,
+    resample: Resample = resize_bicubic,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Decode the frames that ``sample`` picks from a video file: any family's sampling rule.
+
+    Args:
+      path: the video file.
+      sample: ``(total_frames, video_fps) -> ordinals [F]`` (sorted; repeats allowed).
+      resize: as ``load_video``; ``resample`` does the resizing (default: the float bicubic).
+
+    Returns:
+      (frames uint8 [F, H, W, 3], the ordinals ``sample`` gave int64 [F], video_fps, total
+      frames). video_fps is the container's average frame rate, or the rate measured from the
+      timestamps when the two disagree by more than 1% (VFR).
+
+    Raises:
+      FileNotFoundError / ValueError: as ``load_video``; a ``ValueError`` of ``sample`` is
+        re-raised with ``path`` in front.
     """
     path = os.fspath(path)
     container = _open(path)
@@ -355,30 +398,27 @@ def load_video(
     finally:
         container.close()
     try:
-        n = smart_nframes(
-            total,
-            video_fps,
-            fps=fps,
-            nframes=nframes,
-            min_frames=min_frames,
-            max_frames=max_frames,
-            strict=strict,
-        )
+        ordinals = np.asarray(sample(total, video_fps), np.int64)  # [F]
     except ValueError as e:
         raise ValueError(f"load_video: {path}: {e}") from e
-    idx = sample_indices(total, n)  # [F] ordinals
+    idx = ordinals
     if pts is not None and total > 1:
         # The instant of ordinal i on the uniform grid, then the frame nearest to it.
         grid = pts[0] + idx * ((pts[-1] - pts[0]) / (total - 1))
         right = np.clip(np.searchsorted(pts, grid), 1, total - 1)
         left = right - 1
         idx = np.where(grid - pts[left] <= pts[right] - grid, left, right)
-    frames = _decode(path, pts, keys, idx, resize)
-    return frames, n / max(total, 1e-6) * video_fps
+    frames = _decode(path, pts, keys, idx, resize, resample)
+    return frames, ordinals, video_fps, total
 
 
 def _decode(
-    path: str, pts: np.ndarray | None, keys: np.ndarray, idx: np.ndarray, resize: Resize | None
+    path: str,
+    pts: np.ndarray | None,
+    keys: np.ndarray,
+    idx: np.ndarray,
+    resize: Resize | None,
+    resample: Resample,
 ) -> np.ndarray:
     """The frames at sorted-pts ordinals ``idx`` [F], converted (see ``_Converter``) as they are
     decoded: uint8 [F, H, W, 3]."""
@@ -389,7 +429,7 @@ def _decode(
         chosen = None
         if pts is not None and len(keys):
             try:
-                convert = _Converter(stream, len(idx), resize)
+                convert = _Converter(stream, len(idx), resize, resample)
                 by_pts = _decode_seeking(
                     container, stream, np.unique(pts[idx]), keys, path, convert
                 )
@@ -400,7 +440,7 @@ def _decode(
                 container = _open(path)
                 stream = container.streams.video[0]
         if chosen is None:
-            convert = _Converter(stream, len(idx), resize)
+            convert = _Converter(stream, len(idx), resize, resample)
             chosen = _decode_sequential(container, stream, idx, path, convert)
         if not chosen or any(f is None for f in chosen):
             raise ValueError(f"load_video: {path}: no decodable video frames")

@@ -48,8 +48,8 @@ import orbax.checkpoint as ocp
 from vlmm_jax.data.chat import VisionOptions, build_sample
 from vlmm_jax.data.formats import read_examples
 from vlmm_jax.data.packing import collate_rows, flat_prompt_inputs, round_up
+from vlmm_jax.data.processors import frames_visual
 from vlmm_jax.data.tokenizer import load_tokenizer
-from vlmm_jax.data.vision_processing import process_video
 from vlmm_jax.data.visual_ablations import CannotAblate, ablate
 from vlmm_jax.eval.baselines import (
     bootstrap_ci,
@@ -164,20 +164,20 @@ class EvalData:
 
 def _synthetic_data(run: Session, split: str) -> EvalData:
     tok, cfg = run.data.tokenizer, run.model_config
-    tps = cfg.vision.temporal_patch_size
 
     def sample(record, num_frames):
-        frames, fps = record.frames, record.fps
+        frames, idx = record.frames, None
         if num_frames and num_frames != len(frames):  # uniform re-sampling of the clip
             idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-            frames, fps = frames[idx], fps * num_frames / len(record.frames)
-        side = frames.shape[1] * frames.shape[2]  # rendered size: boxes stay in pixels
-        pixels, grid = process_video(frames, min_pixels=side, max_pixels=side)
-        visual = {
-            "pixel_values_videos": pixels,
-            "video_grid_thw": grid,
-            "second_per_grid_ts": np.array([tps / fps], np.float32),
-        }
+            frames = frames[idx]
+        visual = frames_visual(  # rendered size: boxes stay in pixels
+            frames,
+            record.fps,
+            cfg.model_type,
+            ordinals=idx,
+            total=len(record.frames),
+            vision=cfg.vision,
+        )
         example = dataclasses.replace(record.example, video=f"synthetic/{record.example.id}")
         return build_sample(example, tok, cfg, mode="rl", visual=visual, think=run.data.think)
 
@@ -208,7 +208,7 @@ def _file_data(run: Session, e: ml_collections.ConfigDict) -> EvalData:
         fps=e.fps,
         nframes=e.num_frames or None,
         max_pixels=e.max_pixels or None,
-        total_pixels=e.total_pixels,
+        total_pixels=e.total_pixels or None,
     )
     return _example_data(records, tok, cfg, base)
 

@@ -201,7 +201,7 @@ def export_hf(run: Session, policy: Policy, path: str) -> None:
     params = policy.jit(Policy.merged)(policy) if policy.has_lora else policy.params
     save_pretrained(run.model, params, path, dtype=run.config.get("export_dtype") or None)
     if run.data is not None and jax.process_index() == 0:
-        run.data.tokenizer.save(path)
+        run.data.tokenizer.save(path, run.model_config.model_type)
 
 
 def _finished_stage(workdir: str, stage: str) -> dict | None:

@@ -1,0 +1,242 @@
+"""Each model family's visual processor behind one interface: sampling, resize, pixels, prompt.
+
+`processor(model_type)` gives the rules of Qwen2.5-VL (`vision_processing`, qwen_vl_utils'
+`fetch_video`) or Qwen3-VL (`qwen3_vl_processing`, transformers' `Qwen3VLVideoProcessor`). The
+chat layer (`chat.load_visual`, `chat.tokenize_chat`) asks it, so every pipeline, the eval job
+and the benchmarks process a video the way the checkpoint's own processor does:
+
+| | qwen2_5_vl | qwen3_vl |
+|---|---|---|
+| frames | `smart_nframes` (even count) | `int(T / video_fps * fps)` (any count) |
+| video budget | per frame (`min_pixels`, `max_pixels`), plus `total_pixels` | all frames together |
+| resize | float bicubic (`resize_bicubic`) | uint8 bicubic (`resize_bicubic_uint8`) |
+| time in the model | `second_per_grid_ts` (M-RoPE) | `<t seconds>` text before each frame group |
+| default system turn | "You are a helpful assistant." | none |
+
+Dimension letters: F frames, H/W height/width, G temporal groups, P patch rows, C row width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from vlmm_jax.data import qwen3_vl_processing as q3
+from vlmm_jax.data import video as video_lib
+from vlmm_jax.data import vision_processing as q25
+
+FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VisionOptions:
+    """How videos and images are sampled and resized; None takes the family's default.
+
+    `total_pixels` bounds a whole video in both families. `min_pixels` / `max_pixels` mean what
+    the family's processor means by them: per frame for qwen2_5_vl (qwen_vl_utils;
+    `max_pixels=None` is its cap that shrinks with the frame count), over all frames for
+    qwen3_vl (the checkpoints' `video_preprocessor_config.json` `size`).
+    """
+
+    fps: float = video_lib.FPS  # frames sampled per second of video
+    nframes: int | None = None  # a fixed frame count instead (overrides fps)
+    min_frames: int = video_lib.FPS_MIN_FRAMES
+    max_frames: int = video_lib.FPS_MAX_FRAMES
+    min_pixels: int | None = None  # video pixel floor
+    max_pixels: int | None = None  # video pixel cap
+    total_pixels: int | None = None  # pixel budget of a whole video
+    image_min_pixels: int | None = None
+    image_max_pixels: int | None = None
+
+
+DEFAULT_VISION = VisionOptions()
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+class Qwen2_5_VLProcessor:
+    """qwen_vl_utils' `fetch_video` / `fetch_image` and transformers' Qwen2-VL processors."""
+
+    model_type = "qwen2_5_vl"
+    resample = staticmethod(q25.resize_bicubic)
+
+    def __init__(self, vision: Any | None = None):
+        v = vision
+        self.patch = v.patch_size if v else q25.PATCH_SIZE
+        self.merge = v.spatial_merge_size if v else q25.MERGE_SIZE
+        self.temporal = v.temporal_patch_size if v else q25.TEMPORAL_PATCH_SIZE
+
+    def budget(self, o: VisionOptions) -> dict[str, Any]:
+        return {
+            "min_pixels": _or(o.min_pixels, q25.VIDEO_MIN_PIXELS),
+            "max_pixels": o.max_pixels,
+            "total_pixels": _or(o.total_pixels, q25.VIDEO_TOTAL_PIXELS),
+        }
+
+    def frame_indices(self, total: int, video_fps: float, o: VisionOptions) -> np.ndarray:
+        """The sampled ordinals, int64 [F] (F even)."""
+        n = video_lib.smart_nframes(
+            total,
+            video_fps,
+            fps=o.fps,
+            nframes=o.nframes,
+            min_frames=o.min_frames,
+            max_frames=o.max_frames,
+        )
+        return video_lib.sample_indices(total, n)
+
+    def frame_size(self, f: int, h: int, w: int, o: VisionOptions) -> tuple[int, int]:
+        """The (height, width) every one of `f` frames of `h x w` is resized to."""
+        return q25.video_size(
+            f, h, w, **self.budget(o), patch_size=self.patch, merge_size=self.merge
+        )
+
+    def video(
+        self, frames: np.ndarray, ordinals: np.ndarray, video_fps: float, total: int, o
+    ) -> dict[str, np.ndarray]:
+        """`{"pixel_values_videos" [P, C], "video_grid_thw" [1, 3], "second_per_grid_ts" [1]}`
+        of the frames uint8 [F, H, W, 3] at `ordinals` [F] of a `total`-frame video."""
+        pixels, grid = q25.process_video(
+            frames,
+            **self.budget(o),
+            patch_size=self.patch,
+            merge_size=self.merge,
+            temporal_patch_size=self.temporal,
+        )
+        sample_fps = len(ordinals) / max(total, 1e-6) * video_fps
+        spg = np.asarray([self.temporal / sample_fps], np.float32)
+        return {"pixel_values_videos": pixels, "video_grid_thw": grid, "second_per_grid_ts": spg}
+
+    def image(self, image: np.ndarray, o: VisionOptions) -> dict[str, np.ndarray]:
+        """`{"pixel_values" [P, C], "image_grid_thw" [1, 3]}` of one uint8 [H, W, 3] image."""
+        pixels, grid = q25.process_images(
+            [image],
+            min_pixels=_or(o.image_min_pixels, q25.IMAGE_MIN_PIXELS),
+            max_pixels=_or(o.image_max_pixels, q25.IMAGE_MAX_PIXELS),
+            patch_size=self.patch,
+            merge_size=self.merge,
+            temporal_patch_size=self.temporal,
+        )
+        return {"pixel_values": pixels, "image_grid_thw": grid}
+
+    def fixed_size(self, frames: np.ndarray) -> VisionOptions:
+        """Options that keep `frames` [F, H, W, 3] at their size (H, W multiples of 28)."""
+        side = frames.shape[1] * frames.shape[2]
+        return VisionOptions(min_pixels=side, max_pixels=side)
+
+
+class Qwen3_VLProcessor:
+    """transformers' `Qwen3VLVideoProcessor`, Qwen3-VL's image processor and the timestamps of
+    `Qwen3VLProcessor` (the checkpoints' default budgets)."""
+
+    model_type = "qwen3_vl"
+    resample = staticmethod(q3.resize_bicubic_uint8)
+
+    def __init__(self, vision: Any | None = None):
+        if vision is not None:
+            got = (vision.patch_size, vision.spatial_merge_size, vision.temporal_patch_size)
+            want = (q3.PATCH_SIZE, q3.MERGE_SIZE, q3.TEMPORAL_PATCH_SIZE)
+            if got != want:
+                raise ValueError(
+                    f"qwen3_vl processor: the vision config has (patch_size, spatial_merge_size, "
+                    f"temporal_patch_size) = {got}; Qwen3-VL's processor is built for {want}"
+                )
+
+    def budget(self, o: VisionOptions) -> dict[str, int]:
+        """The whole-video floor and cap: `max_pixels` and `total_pixels` both bound all frames
+        together here (the lower one wins); unset, the checkpoints' `size`."""
+        caps = [x for x in (o.max_pixels, o.total_pixels) if x is not None]
+        return {
+            "min_pixels": _or(o.min_pixels, q3.CHECKPOINT_VIDEO_MIN_PIXELS),
+            "max_pixels": min(caps) if caps else q3.CHECKPOINT_VIDEO_MAX_PIXELS,
+        }
+
+    def frame_indices(self, total: int, video_fps: float, o: VisionOptions) -> np.ndarray:
+        """The sampled ordinals, int64 [F] (F may be odd)."""
+        return q3.sample_frame_indices(
+            total,
+            video_fps,
+            fps=None if o.nframes else o.fps,
+            num_frames=o.nframes,
+            min_frames=o.min_frames,
+            max_frames=o.max_frames,
+        )
+
+    def frame_size(self, f: int, h: int, w: int, o: VisionOptions) -> tuple[int, int]:
+        return q3.video_size(f, h, w, **self.budget(o))
+
+    def video(
+        self, frames: np.ndarray, ordinals: np.ndarray, video_fps: float, total: int, o
+    ) -> dict[str, np.ndarray]:
+        """`{"pixel_values_videos" [P, C], "video_grid_thw" [1, 3], "video_timestamps" [G]}`;
+        the timestamps (seconds of each temporal group) go into the prompt."""
+        del total
+        pixels, grid = q3.process_video(frames, **self.budget(o))
+        stamps = q3.frame_group_timestamps(ordinals, video_fps)
+        return {"pixel_values_videos": pixels, "video_grid_thw": grid, "video_timestamps": stamps}
+
+    def image(self, image: np.ndarray, o: VisionOptions) -> dict[str, np.ndarray]:
+        pixels, grid = q3.process_images(
+            [image],
+            min_pixels=_or(o.image_min_pixels, q3.IMAGE_MIN_PIXELS),
+            max_pixels=_or(o.image_max_pixels, q3.IMAGE_MAX_PIXELS),
+        )
+        return {"pixel_values": pixels, "image_grid_thw": grid}
+
+    def fixed_size(self, frames: np.ndarray) -> VisionOptions:
+        """Options that keep `frames` at their size (H, W multiples of 32): the budget of all
+        frames is exactly theirs (the frame count rounded as `video_smart_resize` rounds it)."""
+        f, h, w = frames.shape[:3]
+        t = round(f / q3.TEMPORAL_PATCH_SIZE) * q3.TEMPORAL_PATCH_SIZE
+        return VisionOptions(min_pixels=t * h * w, max_pixels=t * h * w)
+
+
+def processor(model_type: str, vision: Any | None = None):
+    """The visual processor of a family (`ModelConfig.model_type`), checked against the vision
+    config's patch geometry when `vision` (a `VisionConfig`) is given."""
+    if model_type == "qwen2_5_vl":
+        return Qwen2_5_VLProcessor(vision)
+    if model_type == "qwen3_vl":
+        return Qwen3_VLProcessor(vision)
+    raise ValueError(f"processor: model_type must be one of {FAMILIES}, got {model_type!r}")
+
+
+def load_video_visual(
+    path: str, model_type: str, o: VisionOptions = DEFAULT_VISION, vision: Any | None = None
+) -> dict[str, np.ndarray]:
+    """Decode and process a video file as the family's processor does; each frame is resized
+    as it is decoded (`video.read_video`). Raises as `video.read_video`."""
+    proc = processor(model_type, vision)
+    frames, ordinals, video_fps, total = video_lib.read_video(
+        path,
+        lambda total, fps: proc.frame_indices(total, fps, o),
+        resize=lambda f, h, w: proc.frame_size(f, h, w, o),
+        resample=proc.resample,
+    )
+    return proc.video(frames, ordinals, video_fps, total, o)
+
+
+def frames_visual(
+    frames: np.ndarray,
+    video_fps: float,
+    model_type: str,
+    *,
+    ordinals: np.ndarray | None = None,
+    total: int | None = None,
+    vision: Any | None = None,
+) -> dict[str, np.ndarray]:
+    """The visual arrays of already decoded frames uint8 [F, H, W, 3] kept at their size (the
+    synthetic data: boxes stay in the pixels the model sees).
+
+    Args:
+      video_fps: the clip's frame rate; `ordinals` [F] the frames' places in it (default
+        `0..F-1`) and `total` its frame count (default F), for the timing of each family.
+    """
+    proc = processor(model_type, vision)
+    ordinals = np.arange(len(frames)) if ordinals is None else np.asarray(ordinals)
+    total = len(frames) if total is None else total
+    return proc.video(frames, ordinals, video_fps, total, proc.fixed_size(frames))
