@@ -254,8 +254,9 @@ def eval_defaults() -> ml_collections.ConfigDict:
     e.media_root = ""  # where its relative video paths start (empty: the file's folder)
     e.fps = 2.0  # annotation files: frames sampled per second of video
     e.num_frames = 0  # frames per video; 0: the dataset's own sampling (all synthetic frames)
-    e.max_pixels = 0  # annotation files: per-frame pixel cap (0: qwen_vl_utils' default)
-    e.total_pixels = 20480 * 28 * 28  # annotation files: per-video pixel budget
+    e.max_pixels = 0  # annotation files: video pixel cap, per frame for Qwen2.5-VL and over all
+    #                   frames for Qwen3-VL (0: the family's default)
+    e.total_pixels = 20480 * 28 * 28  # annotation files: per-video pixel budget (0: default)
     e.num_examples = 0  # evaluate the first N examples; 0: all
     e.batch_size = 16  # greedy: prompts per generate call
     e.patch_multiple = 256  # greedy: patch rows per batch rounded up (fewer compiled shapes)

@@ -15,6 +15,7 @@ from tests.data.test_chat import CONVERSATIONS, CORPUS, make_example, write_vide
 from tests.data.test_qwen3_vl_processing import (  # noqa: F401
     CHECKPOINT_SIZE,
     _hf_processor,
+    hf_image_processor,
     hf_video,
     torchvision_shim,
 )
@@ -28,7 +29,7 @@ from vlmm_jax.data.chat import (
     sft_response,
     tokenize_chat,
 )
-from vlmm_jax.data.processors import VisionOptions, frames_visual
+from vlmm_jax.data.processors import VisionOptions, frames_visual, save_processor_configs
 from vlmm_jax.data.tokenizer import chat_template, train_tokenizer
 from vlmm_jax.models import config as model_config
 
@@ -235,3 +236,31 @@ def test_sample_logits_match_transformers(setup, tmp_path):
         jnp.asarray(s["position_ids"][:, None]),
     )
     assert np.abs(np.asarray(got) - want).max() <= 1e-4
+
+
+def test_exported_processor_configs_prepare_what_we_prepare(
+    tmp_path,
+    torchvision_shim,  # noqa: F811
+    hf_image_processor,  # noqa: F811
+):
+    """transformers' processors, loaded from the configs an export writes, give our pixels."""
+    save_processor_configs(str(tmp_path), "qwen3_vl")
+    path = write_video(tmp_path / "v.mp4", n=13, size=(70, 90), rate=4)
+    ours = load_visual(make_example(0, video=path), model_type="qwen3_vl")
+    vp = hf_video.Qwen3VLVideoProcessor.from_pretrained(tmp_path)
+    ref = vp(
+        videos=[_all_frames(path)],
+        video_metadata=[{"total_num_frames": 13, "fps": 4.0}],
+        return_tensors="np",
+    )
+    np.testing.assert_array_equal(ours["video_grid_thw"], ref["video_grid_thw"])
+    assert np.abs(ours["pixel_values_videos"] - ref["pixel_values_videos"]).max() <= 1e-5
+
+    from PIL import Image
+
+    Image.fromarray(_all_frames(path)[3]).save(tmp_path / "im.png")
+    ours = load_visual(make_example(0, image=str(tmp_path / "im.png")), model_type="qwen3_vl")
+    ip = type(hf_image_processor).from_pretrained(tmp_path)
+    ref = ip(images=[_all_frames(path)[3]], return_tensors="np")
+    np.testing.assert_array_equal(ours["image_grid_thw"], ref["image_grid_thw"])
+    assert np.abs(ours["pixel_values"] - ref["pixel_values"]).max() <= 1e-5

@@ -5,9 +5,10 @@
         python -m tests.training.real_recipe_worker --recipe sft_qwen2_5_vl_7b_video_r1 --dir DIR
 
 Writes into DIR: small mp4s (PyAV), Video-R1 and Time-R1 annotation files pointing at them, and
-a tiny random Hugging Face Qwen2.5-VL checkpoint (transformers) with a tokenizer trained on the
-annotations; then loads the recipe with runpy, overrides only model-independent fields (the
-model is whatever `init_from` holds) and runs `train_sft` / `train_grpo`.
+a tiny random Hugging Face Qwen2.5-VL or Qwen3-VL checkpoint (transformers, the recipe's family)
+with a tokenizer trained on the annotations; then loads the recipe with runpy, overrides only
+model-independent fields (the model is whatever `init_from` holds) and runs `train_sft` /
+`train_grpo`.
 """
 
 import argparse
@@ -20,7 +21,7 @@ from vlmm_jax.data.toy import shrink_recipe, time_r1_records, video_r1_records, 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def write_data(root):
+def write_data(root, family="qwen2_5_vl"):
     """Videos, annotation files, and the tiny checkpoint (with its tokenizer) under `root`."""
     os.makedirs(os.path.join(root, "videos"), exist_ok=True)
     for i in range(3):
@@ -33,19 +34,65 @@ def write_data(root):
     for name, records in files.items():
         with open(os.path.join(root, name), "w") as f:
             json.dump(records, f)
-    write_checkpoint(os.path.join(root, "ckpt"), files)
+    write_checkpoint(os.path.join(root, "ckpt"), files, family)
 
 
-def write_checkpoint(path, files):
-    """A random Qwen2.5-VL written by transformers, sized to a tokenizer trained on the data."""
+def _qwen3_vl_config(tok, vocab):
+    import transformers
+
+    return transformers.Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            rope_parameters={
+                "rope_type": "default",
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+                "rope_theta": 1e4,
+            },
+            bos_token_id=None,
+            eos_token_id=tok.eos_id,
+            pad_token_id=tok.pad_id,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[0],
+        ),
+        image_token_id=tok.image_pad_id,
+        video_token_id=tok.video_pad_id,
+        vision_start_token_id=tok.vision_start_id,
+        vision_end_token_id=tok.vision_end_id,
+    )
+
+
+def write_checkpoint(path, files, family="qwen2_5_vl"):
+    """A random model of `family` written by transformers, sized to a tokenizer trained on the
+    data (its tokenizer_config.json carries the family's chat template)."""
     import torch
     import transformers
 
     from vlmm_jax.data.tokenizer import train_tokenizer
 
     texts = [json.dumps(r) for records in files.values() for r in records]
-    tok = train_tokenizer(texts * 4, 400, path)
+    tok = train_tokenizer(texts * 4, 400, path, model_type=family)
     vocab = -(-tok.vocab_size // 128) * 128
+    if family == "qwen3_vl":
+        torch.manual_seed(0)
+        model = transformers.Qwen3VLForConditionalGeneration._from_config(
+            _qwen3_vl_config(tok, vocab), dtype=torch.float32
+        )
+        model.save_pretrained(path)
+        return
     cfg = transformers.Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=vocab,
@@ -85,7 +132,7 @@ def main():
     p.add_argument("--dir", required=True)
     args = p.parse_args()
     root = os.path.join(args.dir, "data")
-    write_data(root)
+    write_data(root, "qwen3_vl" if "qwen3_vl" in args.recipe else "qwen2_5_vl")
     path = os.path.join(ROOT, "configs", f"{args.recipe}.py")
     workspace = {
         "root": root,

@@ -1,8 +1,9 @@
 """The real-data recipes (configs/*_r1.py) build, shard on fake devices and run one step.
 
 Each runs in a subprocess (`tests.training.real_recipe_worker`) on a tiny random Hugging Face
-Qwen2.5-VL checkpoint with a trained tokenizer, and Video-R1 / Time-R1 annotation files that
-point at small mp4s written with PyAV; only model-independent fields are shrunk.
+checkpoint of the recipe's family (Qwen2.5-VL or Qwen3-VL) with a trained tokenizer, and
+Video-R1 / Time-R1 annotation files that point at small mp4s written with PyAV; only
+model-independent fields are shrunk.
 """
 
 import json
@@ -37,7 +38,13 @@ def run_recipe(recipe, tmp_path, devices=4, timeout=900):
 
 @pytest.mark.parametrize(
     "recipe",
-    ["sft_qwen2_5_vl_7b_video_r1", "grpo_qwen2_5_vl_7b_video_r1", "grpo_qwen2_5_vl_3b_time_r1"],
+    [
+        "sft_qwen2_5_vl_7b_video_r1",
+        "grpo_qwen2_5_vl_7b_video_r1",
+        "grpo_qwen2_5_vl_3b_time_r1",
+        "sft_qwen3_vl_8b_video_r1",
+        "grpo_qwen3_vl_8b_video_r1",
+    ],
 )
 def test_real_recipe_runs_one_step(recipe, tmp_path):
     pytest.importorskip("transformers")

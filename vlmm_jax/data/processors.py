@@ -19,6 +19,8 @@ Dimension letters: F frames, H/W height/width, G temporal groups, P patch rows, 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any
 
 import numpy as np
@@ -240,3 +242,69 @@ def frames_visual(
     ordinals = np.arange(len(frames)) if ordinals is None else np.asarray(ordinals)
     total = len(frames) if total is None else total
     return proc.video(frames, ordinals, video_fps, total, proc.fixed_size(frames))
+
+
+def processor_configs(model_type: str) -> dict[str, dict[str, Any]]:
+    """`{file name: contents}` of the processor configs a family's published checkpoints ship
+    (`preprocessor_config.json`, `video_preprocessor_config.json`), with their budgets, so an
+    export is prepared by transformers' and vLLM's processors as the original checkpoint is."""
+    if model_type == "qwen2_5_vl":
+        geometry = {"patch_size": q25.PATCH_SIZE, "merge_size": q25.MERGE_SIZE}
+        common = {
+            **geometry,
+            "temporal_patch_size": q25.TEMPORAL_PATCH_SIZE,
+            "image_mean": list(q25.OPENAI_CLIP_MEAN),
+            "image_std": list(q25.OPENAI_CLIP_STD),
+            "processor_class": "Qwen2_5_VLProcessor",
+        }
+        image = {"min_pixels": 56 * 56, "max_pixels": 14 * 14 * 4 * 16384}  # 3136, 12845056
+        video = {"min_pixels": q25.VIDEO_MIN_PIXELS, "max_pixels": q25.VIDEO_MAX_PIXELS}
+        return {
+            "preprocessor_config.json": {
+                **common,
+                **image,
+                "image_processor_type": "Qwen2VLImageProcessor",
+            },
+            "video_preprocessor_config.json": {
+                **common,
+                **video,
+                "video_processor_type": "Qwen2VLVideoProcessor",
+            },
+        }
+    if model_type == "qwen3_vl":
+        common = {
+            "patch_size": q3.PATCH_SIZE,
+            "merge_size": q3.MERGE_SIZE,
+            "temporal_patch_size": q3.TEMPORAL_PATCH_SIZE,
+            "image_mean": list(q3.IMAGE_MEAN),
+            "image_std": list(q3.IMAGE_STD),
+            "processor_class": "Qwen3VLProcessor",
+        }
+        return {
+            "preprocessor_config.json": {
+                **common,
+                "size": {"shortest_edge": q3.IMAGE_MIN_PIXELS, "longest_edge": q3.IMAGE_MAX_PIXELS},
+                "image_processor_type": "Qwen2VLImageProcessor",
+            },
+            "video_preprocessor_config.json": {
+                **common,
+                "size": {
+                    "shortest_edge": q3.CHECKPOINT_VIDEO_MIN_PIXELS,
+                    "longest_edge": q3.CHECKPOINT_VIDEO_MAX_PIXELS,
+                },
+                "fps": q3.FPS,
+                "min_frames": q3.MIN_FRAMES,
+                "max_frames": q3.MAX_FRAMES,
+                "do_sample_frames": True,
+                "video_processor_type": "Qwen3VLVideoProcessor",
+            },
+        }
+    raise ValueError(f"processor_configs: model_type must be one of {FAMILIES}, got {model_type!r}")
+
+
+def save_processor_configs(path: str, model_type: str) -> None:
+    """Writes `processor_configs(model_type)` into the directory `path`."""
+    os.makedirs(path, exist_ok=True)
+    for name, contents in processor_configs(model_type).items():
+        with open(os.path.join(path, name), "w") as f:
+            json.dump(contents, f, indent=2)

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vlmm_jax.data.processors import save_processor_configs
 from vlmm_jax.eval.token_loss import visual_diagnostics
 from vlmm_jax.mesh import replicated
 from vlmm_jax.models import save_pretrained
@@ -196,12 +197,14 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def export_hf(run: Session, policy: Policy, path: str) -> None:
-    """A Hugging Face checkpoint of the policy (LoRA merged) with the run's tokenizer, so the
-    folder alone starts the next stage or loads in transformers."""
+    """A Hugging Face checkpoint of the policy (LoRA merged) with the run's tokenizer and the
+    family's processor configs, so the folder alone starts the next stage or is served."""
     params = policy.jit(Policy.merged)(policy) if policy.has_lora else policy.params
     save_pretrained(run.model, params, path, dtype=run.config.get("export_dtype") or None)
-    if run.data is not None and jax.process_index() == 0:
-        run.data.tokenizer.save(path, run.model_config.model_type)
+    if jax.process_index() == 0:
+        save_processor_configs(path, run.model_config.model_type)
+        if run.data is not None:
+            run.data.tokenizer.save(path, run.model_config.model_type)
 
 
 def _finished_stage(workdir: str, stage: str) -> dict | None:
