@@ -54,7 +54,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vlmm_jax import hosts
 from vlmm_jax.chips import GIB, RUNTIME_RESERVE, Slice, parse_slice, topology_devices
-from vlmm_jax.data.vision_processing import VIDEO_MAX_PIXELS
+from vlmm_jax.data.annotation_data import vision_options
+from vlmm_jax.data.processors import processor
 from vlmm_jax.inference.sampler import Sampler, _generate
 from vlmm_jax.inference.sampling import Greedy
 from vlmm_jax.models.positions import vision_layout
@@ -108,24 +109,18 @@ def _replicated(tree, mesh):
 
 
 def max_patches(config: ml_collections.ConfigDict) -> int:
-    """Patch rows of the largest visual item one sample can hold under the data settings."""
+    """Patch rows of the largest visual item one sample can hold under the data settings (the
+    model family's pixel budgets, `processors.processor(...).max_patches`)."""
     d, v = config.data, config.model.vision
-    patch = v.patch_size**2
     if d.source == "synthetic":
         s = d.synthetic
         return (s.frames // v.temporal_patch_size) * (s.size // v.patch_size) ** 2
     if d.source != "annotations":
         t, h, w = d.video_grid
         return t * h * w
-    frames = d.nframes or d.max_frames
-    frames -= frames % v.temporal_patch_size
-    per_frame = d.max_pixels or max(  # qwen_vl_utils' per-frame cap under a video budget
-        min(VIDEO_MAX_PIXELS, d.total_pixels / frames * v.temporal_patch_size),
-        int(d.min_pixels * 1.05),
-    )
-    video = frames // v.temporal_patch_size * (int(per_frame) // patch)
-    image = int(d.image_max_pixels) // patch
-    return max(video, image)
+    model_type = config.model.get("model_type", "qwen2_5_vl")
+    proc = processor(model_type, v)
+    return proc.max_patches(d.nframes or d.max_frames, vision_options(d))
 
 
 def _grid(patches: int, config) -> np.ndarray:

@@ -125,6 +125,17 @@ class Qwen2_5_VLProcessor:
         )
         return {"pixel_values": pixels, "image_grid_thw": grid}
 
+    def max_patches(self, frames: int, o: VisionOptions) -> int:
+        """Patch rows of the largest video of `frames` sampled frames under `o` (qwen_vl_utils'
+        per-frame cap times the temporal patches) or the largest image. A video below the pixel
+        floor is scaled up to it with its sides rounded up, so when the floor is near the cap
+        it may exceed this by one merged-token row and column per frame."""
+        frames -= frames % self.temporal
+        per_frame = q25.video_max_pixels(frames, **self.budget(o))
+        video = frames // self.temporal * (int(per_frame) // self.patch**2)
+        image = _or(o.image_max_pixels, q25.IMAGE_MAX_PIXELS) // self.patch**2
+        return max(video, image)
+
     def fixed_size(self, frames: np.ndarray) -> VisionOptions:
         """Options that keep `frames` [F, H, W, 3] at their size (H, W multiples of 28)."""
         side = frames.shape[1] * frames.shape[2]
@@ -188,6 +199,15 @@ class Qwen3_VLProcessor:
             max_pixels=_or(o.image_max_pixels, q3.IMAGE_MAX_PIXELS),
         )
         return {"pixel_values": pixels, "image_grid_thw": grid}
+
+    def max_patches(self, frames: int, o: VisionOptions) -> int:
+        """Patch rows of the largest video (its cap counts all frames: rows = t*h*w / (2 * 16**2)
+        <= max_pixels / 512, whatever `frames` is) or the largest image; a video scaled up to
+        the floor may exceed it as in Qwen2.5-VL's case."""
+        del frames
+        row = q3.TEMPORAL_PATCH_SIZE * q3.PATCH_SIZE**2
+        image = _or(o.image_max_pixels, q3.IMAGE_MAX_PIXELS) // q3.PATCH_SIZE**2
+        return max(self.budget(o)["max_pixels"] // row, image)
 
     def fixed_size(self, frames: np.ndarray) -> VisionOptions:
         """Options that keep `frames` at their size (H, W multiples of 32): the budget of all
