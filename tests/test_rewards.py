@@ -116,10 +116,11 @@ def test_numeric_types_match_video_r1(pred, gt, problem_type):
     from vlmm_jax.eval.answers import extract_number
 
     assume(extract_number(gt) is not None)  # Otherwise the example is malformed and raises.
-    try:  # The documented deviation: non-finite answers score 0 here.
-        assume(math.isfinite(float(pred.replace(",", ""))))
-    except ValueError:
-        pass
+    for text in (pred, gt):  # The documented deviation: non-finite numbers score 0 here
+        try:  # (e.g. gt "1.e310" overflows to inf: Video-R1's nan relative error scores 1).
+            assume(math.isfinite(float(text.replace(",", ""))))
+        except ValueError:
+            pass
     _check_against_video_r1(problem_type, pred, gt)
 
 
@@ -231,6 +232,10 @@ def test_regression_nan_is_the_documented_deviation():
     nan = "<answer>nan</answer>"
     assert video_r1_accuracy(nan, reg["solution"], "regression") == 1.0  # max(0.0, nan) == 0.0
     assert rewards.accuracy(nan, reg) == 0.0
+    huge = {"problem_type": "regression", "solution": "<answer>1.e310</answer>"}  # inf
+    zero = "<think>x</think><answer>0</answer>"
+    assert video_r1_accuracy(zero, huge["solution"], "regression") == 1.0  # inf / inf is nan
+    assert rewards.accuracy(zero, huge) == 0.0
 
 
 def test_accuracy_lenient_cases():

@@ -38,8 +38,10 @@ HarryHsing/Video-R1 and kyoungjunpark/Video-R1; HollowMan6/verl.)
       `float()`, equal after `round(x, 2)`.
     - OCR: `1 - WER` clipped to [0, 1]. free-form: mean of ROUGE-1/2/L F (stemmed), clipped.
     - regression: `1 - min(1, max(0, (|o - g| + 1e-9) / (|g| + 1e-9)))`. The one deviation:
-      Video-R1 gives a `nan` answer full reward (`max(0.0, nan)` is 0.0); here a non-finite
-      answer scores 0 (an infinite one scores 0 in both). Kept for parity: `g == 0` scores 0.
+      Video-R1 gives a `nan` answer full reward (`max(0.0, nan)` is 0.0), and any answer to a
+      ground truth that overflows to inf (`1e310`: inf / inf is nan); here a non-finite answer
+      or ground truth scores 0 (an infinite answer scores 0 in both). Kept for parity: `g == 0`
+      scores 0.
     - `format` and the block extraction run in linear time (`answers.is_think_answer`,
       `answers.answer_block`), where the regexes backtrack quadratically on megabyte inputs.
   * xiaomi-research/time-r1 `main.py` (`iou_timestamp_reward`, `iou_timestamp_reward_v2`):
