@@ -37,41 +37,43 @@ def write_data(root, family="qwen2_5_vl"):
     write_checkpoint(os.path.join(root, "ckpt"), files, family)
 
 
-def _qwen3_vl_config(tok, vocab):
+def _hf_config(tok, vocab, family):
+    """transformers' config of a 2-layer, width-64 model of `family` with the tokenizer's ids."""
     import transformers
 
-    return transformers.Qwen3VLConfig(
-        text_config=dict(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            rope_parameters={
-                "rope_type": "default",
-                "mrope_section": [2, 3, 3],
-                "mrope_interleaved": True,
-                "rope_theta": 1e4,
-            },
-            bos_token_id=None,
-            eos_token_id=tok.eos_id,
-            pad_token_id=tok.pad_id,
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            num_position_embeddings=16,
-            deepstack_visual_indexes=[0],
-        ),
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4}
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=None,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)
+    ids = dict(
         image_token_id=tok.image_pad_id,
         video_token_id=tok.video_pad_id,
         vision_start_token_id=tok.vision_start_id,
         vision_end_token_id=tok.vision_end_id,
+    )
+    if family == "qwen3_vl":
+        return transformers.Qwen3VLConfig(
+            text_config=dict(
+                **text, head_dim=16, rope_parameters={**rope, "mrope_interleaved": True}
+            ),
+            vision_config=dict(**vision, num_position_embeddings=16, deepstack_visual_indexes=[0]),
+            **ids,
+        )
+    return transformers.Qwen2_5_VLConfig(
+        text_config=dict(**text, rope_parameters=rope),
+        vision_config=dict(
+            **vision, fullatt_block_indexes=[1], window_size=56, tokens_per_second=2
+        ),
+        **ids,
     )
 
 
@@ -86,43 +88,12 @@ def write_checkpoint(path, files, family="qwen2_5_vl"):
     texts = [json.dumps(r) for records in files.values() for r in records]
     tok = train_tokenizer(texts * 4, 400, path, model_type=family)
     vocab = -(-tok.vocab_size // 128) * 128
-    if family == "qwen3_vl":
-        torch.manual_seed(0)
-        model = transformers.Qwen3VLForConditionalGeneration._from_config(
-            _qwen3_vl_config(tok, vocab), dtype=torch.float32
-        )
-        model.save_pretrained(path)
-        return
-    cfg = transformers.Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
-            bos_token_id=None,
-            eos_token_id=tok.eos_id,
-            pad_token_id=tok.pad_id,
-        ),
-        vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            fullatt_block_indexes=[1],
-            window_size=56,
-            tokens_per_second=2,
-        ),
-        image_token_id=tok.image_pad_id,
-        video_token_id=tok.video_pad_id,
-        vision_start_token_id=tok.vision_start_id,
-        vision_end_token_id=tok.vision_end_id,
-    )
+    cls = {
+        "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration,
+        "qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
+    }[family]
     torch.manual_seed(0)
-    model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.float32)
+    model = cls._from_config(_hf_config(tok, vocab, family), dtype=torch.float32)
     model.save_pretrained(path)
 
 
