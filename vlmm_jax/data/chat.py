@@ -30,13 +30,7 @@ import av
 import numpy as np
 
 from vlmm_jax.data import qwen3_vl_processing as q3
-from vlmm_jax.data.processors import (
-    DEFAULT_VISION,
-    FAMILIES,
-    VisionOptions,
-    load_video_visual,
-    processor,
-)
+from vlmm_jax.data.processors import DEFAULT_VISION, FAMILIES, VisionOptions, processor
 from vlmm_jax.data.records import AnnotationError, Example
 from vlmm_jax.data.tokenizer import Tokenizer
 from vlmm_jax.models.config import ModelConfig
@@ -46,7 +40,6 @@ SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2.5-VL's default system tu
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 MODES = ("sft", "rl")
-__all__ = ["DEFAULT_VISION", "VisionOptions"]  # re-exported from `processors`
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -300,7 +293,7 @@ def load_visual(
     proc.budget(options)  # a bad option is the caller's error, not the example's
     try:
         if example.video is not None:  # each frame resized as it is decoded
-            return load_video_visual(path, model_type, options, vision)
+            return proc.load_video(path, options)
         return proc.image(_read_image(path), options)
     except FileNotFoundError as e:
         kind, err = "missing_media", e

@@ -60,10 +60,25 @@ def _or(value, default):
     return default if value is None else value
 
 
-class Qwen2_5_VLProcessor:
+class _Processor:
+    """What both families share: decoding a video file under the family's rules (each frame
+    resized as it is decoded, `video.read_video`). Subclasses give `frame_indices`,
+    `frame_size`, `resample` and `video`."""
+
+    def load_video(self, path: str, o: VisionOptions = DEFAULT_VISION) -> dict[str, np.ndarray]:
+        """The visual arrays of a video file (see `video`); raises as `video.read_video`."""
+        frames, ordinals, video_fps, total = video_lib.read_video(
+            path,
+            lambda total, fps: self.frame_indices(total, fps, o),
+            resize=lambda f, h, w: self.frame_size(f, h, w, o),
+            resample=self.resample,
+        )
+        return self.video(frames, ordinals, video_fps, total, o)
+
+
+class Qwen2_5_VLProcessor(_Processor):
     """qwen_vl_utils' `fetch_video` / `fetch_image` and transformers' Qwen2-VL processors."""
 
-    model_type = "qwen2_5_vl"
     resample = staticmethod(q25.resize_bicubic)
 
     def __init__(self, vision: Any | None = None):
@@ -81,7 +96,7 @@ class Qwen2_5_VLProcessor:
 
     def frame_indices(self, total: int, video_fps: float, o: VisionOptions) -> np.ndarray:
         """The sampled ordinals, int64 [F] (F even)."""
-        n = video_lib.smart_nframes(
+        return video_lib.qwen2_5_vl_indices(
             total,
             video_fps,
             fps=o.fps,
@@ -89,7 +104,6 @@ class Qwen2_5_VLProcessor:
             min_frames=o.min_frames,
             max_frames=o.max_frames,
         )
-        return video_lib.sample_indices(total, n)
 
     def frame_size(self, f: int, h: int, w: int, o: VisionOptions) -> tuple[int, int]:
         """The (height, width) every one of `f` frames of `h x w` is resized to."""
@@ -142,11 +156,10 @@ class Qwen2_5_VLProcessor:
         return VisionOptions(min_pixels=side, max_pixels=side)
 
 
-class Qwen3_VLProcessor:
+class Qwen3_VLProcessor(_Processor):
     """transformers' `Qwen3VLVideoProcessor`, Qwen3-VL's image processor and the timestamps of
     `Qwen3VLProcessor` (the checkpoints' default budgets)."""
 
-    model_type = "qwen3_vl"
     resample = staticmethod(q3.resize_bicubic_uint8)
 
     def __init__(self, vision: Any | None = None):
@@ -225,21 +238,6 @@ def processor(model_type: str, vision: Any | None = None):
     if model_type == "qwen3_vl":
         return Qwen3_VLProcessor(vision)
     raise ValueError(f"processor: model_type must be one of {FAMILIES}, got {model_type!r}")
-
-
-def load_video_visual(
-    path: str, model_type: str, o: VisionOptions = DEFAULT_VISION, vision: Any | None = None
-) -> dict[str, np.ndarray]:
-    """Decode and process a video file as the family's processor does; each frame is resized
-    as it is decoded (`video.read_video`). Raises as `video.read_video`."""
-    proc = processor(model_type, vision)
-    frames, ordinals, video_fps, total = video_lib.read_video(
-        path,
-        lambda total, fps: proc.frame_indices(total, fps, o),
-        resize=lambda f, h, w: proc.frame_size(f, h, w, o),
-        resample=proc.resample,
-    )
-    return proc.video(frames, ordinals, video_fps, total, o)
 
 
 def frames_visual(

@@ -29,6 +29,7 @@ Dimension letters: F frames, H height, W width, C channels (3, RGB).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -119,6 +120,29 @@ def sample_indices(total_frames: int, nframes: int) -> np.ndarray:
     ``total_frames`` exceeds ~17k; below that the two agree (checked on 37k (T, n) pairs).
     """
     return np.rint(np.linspace(0, total_frames - 1, nframes)).astype(np.int64)
+
+
+def qwen2_5_vl_indices(
+    total_frames: int,
+    video_fps: float,
+    *,
+    fps: float | None = FPS,
+    nframes: int | None = None,
+    min_frames: int = FPS_MIN_FRAMES,
+    max_frames: int = FPS_MAX_FRAMES,
+    strict: bool = False,
+) -> np.ndarray:
+    """The ordinals qwen_vl_utils samples, int64 [F]: ``sample_indices`` of ``smart_nframes``."""
+    n = smart_nframes(
+        total_frames,
+        video_fps,
+        fps=fps,
+        nframes=nframes,
+        min_frames=min_frames,
+        max_frames=max_frames,
+        strict=strict,
+    )
+    return sample_indices(total_frames, n)
 
 
 def display_transform(frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -349,19 +373,14 @@ def load_video(
       ValueError: not a video, no decodable frame, or a bad frame count; the message names
         ``path``.
     """
-
-    def sample(total: int, video_fps: float) -> np.ndarray:
-        n = smart_nframes(
-            total,
-            video_fps,
-            fps=fps,
-            nframes=nframes,
-            min_frames=min_frames,
-            max_frames=max_frames,
-            strict=strict,
-        )
-        return sample_indices(total, n)
-
+    sample = functools.partial(
+        qwen2_5_vl_indices,
+        fps=fps,
+        nframes=nframes,
+        min_frames=min_frames,
+        max_frames=max_frames,
+        strict=strict,
+    )
     frames, indices, video_fps, total = read_video(path, sample, resize=resize)
     return frames, len(indices) / max(total, 1e-6) * video_fps
 
