@@ -103,8 +103,7 @@ def inputs(batch, frames=8, text=64, seed=0, family="qwen2_5_vl"):
     `2 timestamp tokens, <vstart>, pads, <vend>` run per temporal group."""
     rng = np.random.default_rng(seed)
     patch = PATCH[family]
-    side = 8 * patch  # 8x8 patches: 16 merged tokens per frame group
-    grid = (frames // 2, side // patch, side // patch)
+    grid = (frames // 2, 8, 8)  # 8x8 patches a frame: 16 merged tokens per frame group
     per_group = grid[1] * grid[2] // 4
     if family == "qwen3_vl":
         groups = [[*rng.integers(1, VOCAB - 8, 2), VSTART, *[VIDEO] * per_group, VEND]]
